@@ -1,0 +1,31 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv and install into it first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The pair spandrel is tested with; override on machines that need another build (e.g. aarch64: torch==2.9.1 torchvision==0.24.1).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= faces,inpaint,extra-arches,web,ray,bench,dev
+
+.PHONY: demo test serve bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m tessera.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+serve: $(STAMP)
+	$(VENV)/bin/tessera serve
+
+bench: $(STAMP)
+	$(PY) bench/tiling.py
+
+clean-venv:
+	rm -rf $(VENV)

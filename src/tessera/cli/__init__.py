@@ -1,0 +1,152 @@
+"""`tessera ...`: a thin command line over the Python API.
+
+Each command lives in its own module with ``register(subparsers)``; its flags come from the shared pydantic
+option schema (``tessera.options``), so the CLI, the API and the web UI accept the same values. Errors of the
+library become one line on stderr and an exit code (2 for bad input or options, 3 for models, 4 for resources).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from ..errors import TesseraError
+
+# Command modules, in the order `tessera --help` lists them.
+COMMANDS = ["upscale", "models"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tessera", description="Restore photographs of any size: inpaint, enhance faces, upscale.")
+    parser.add_argument("--version", action="version", version=f"tessera {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tessera` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TesseraError as exc:
+        print(f"tessera: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tessera: interrupted", file=sys.stderr)
+        return 130
+
+
+def say(message: str) -> None:
+    """A one-line notice on stderr (stdout stays free for results)."""
+    print(f"tessera: {message}", file=sys.stderr)
+
+# ----------------------------------------------------------------------------------------------- options
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _choices(annotation: Any) -> list[str] | None:
+    """Literal choices of a field (``Literal["auto", ...]`` possibly inside a Union/Annotated)."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return [str(a) for a in get_args(annotation)]
+    if origin is typing.Annotated:
+        return _choices(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        found = [c for arg in get_args(annotation) for c in (_choices(arg) or [])]
+        has_other = any(get_origin(arg) is not Literal and arg is not type(None) for arg in get_args(annotation))
+        return None if has_other else (found or None)
+    return None
+
+
+def add_options(parser: argparse.ArgumentParser, schema: type, *, skip: tuple[str, ...] = (),
+                title: str | None = None) -> None:
+    """Add one flag per field of a pydantic options ``schema``; values are validated by the schema itself."""
+    group = parser.add_argument_group(title) if title else parser
+    for name, field in schema.model_fields.items():
+        if name in skip:
+            continue
+        help_text = field.description or ""
+        if field.default not in (None, False):
+            help_text += f" (default: {field.default})"
+        if field.annotation is bool:
+            group.add_argument(_flag(name), dest=name, action="store_true", default=None, help=help_text)
+            continue
+        group.add_argument(_flag(name), dest=name, default=None, choices=_choices(field.annotation),
+                           metavar=name.upper(), help=help_text)
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--device --precision --max-memory --tile --tile-pad --tile-batch --blend."""
+    from ..options import EngineOptions
+
+    add_options(parser, EngineOptions, title="engine")
+
+
+def options_from_args(args: argparse.Namespace, schema: type) -> dict[str, Any]:
+    """The flags the user gave for ``schema``'s fields, as keyword arguments for the API."""
+    return {name: getattr(args, name) for name in schema.model_fields
+            if getattr(args, name, None) is not None}
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", required=True, type=Path, help="output file (format from the extension)")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG/WEBP quality (default: 95)")
+    parser.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
+
+
+def write_output(picture: Any, args: argparse.Namespace) -> Path:
+    """Save atomically to ``args.output``; refuses to replace the input unless --overwrite."""
+    from ..errors import OptionError
+    from ..image import save_image
+
+    if not 1 <= args.quality <= 100:
+        raise OptionError(f"--quality must be between 1 and 100, got {args.quality}")
+    return save_image(picture, args.output, quality=args.quality, overwrite_input=args.overwrite)
+
+# ----------------------------------------------------------------------------------------------- progress
+
+
+class ProgressBar:
+    """Shows the engine's progress events with tqdm, one bar per stage, on stderr."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self._bars.get(event.stage)
+        if bar is None or bar.total != event.total and event.done == 0:
+            if bar is not None:
+                bar.close()
+            bar = self._bars[event.stage] = tqdm(total=event.total, desc=event.stage, unit=event.stage.rstrip("s"),
+                                                 leave=False, file=sys.stderr, dynamic_ncols=True)
+        bar.total = event.total
+        bar.n = event.done
+        if event.message:
+            bar.set_postfix_str(event.message, refresh=False)
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()

@@ -1,0 +1,139 @@
+"""The model descriptor: what a network declares so the engine never has to ask "is this LaMa?".
+
+A :class:`Model` takes and returns NCHW float RGB in [0, 1], whatever the network's own range: the conversion to
+and from ``input_range`` happens here, once. It carries what the planner and the engine need (scale, size
+requirements, context, precisions, tiling advice) and follows spandrel's descriptors, whose ``SizeRequirements``
+and ``ModelTiling`` it reuses.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from spandrel import ModelTiling, SizeRequirements
+
+Task = Literal["upscale", "restore", "inpaint", "face"]
+Precision = Literal["fp32", "fp16", "bf16"]
+
+PRECISION_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+
+# How a network is invoked: (network, image[, mask]) -> image, all in the network's own range.
+CallFn = Callable[..., torch.Tensor]
+
+
+def _plain_call(network: Any, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    return network(image) if mask is None else network(image, mask)
+
+
+@dataclass(eq=False)
+class Model:
+    """A network ready for the engine.
+
+    ``network`` is a ``torch.nn.Module`` or any callable; ``call_fn(network, image[, mask])`` invokes it (default:
+    ``network(image)`` or ``network(image, mask)``). ``context`` is the receptive-field radius in input pixels the
+    network needs around a tile to be exact; ``None`` means unknown, and the engine measures it once.
+    ``face_template`` names the alignment template of a face network ("facexlib" or "gpen").
+    """
+
+    network: Any
+    name: str
+    task: Task = "upscale"
+    architecture: str = "custom"
+    scale: int = 1
+    input_channels: int = 3
+    output_channels: int = 3
+    size_requirements: SizeRequirements = field(default_factory=SizeRequirements)
+    tiling: ModelTiling = ModelTiling.SUPPORTED
+    context: int | None = None
+    supports_half: bool = False
+    supports_bfloat16: bool = False
+    input_range: tuple[float, float] = (0.0, 1.0)
+    face_size: int | None = None
+    face_template: str | None = None
+    call_fn: CallFn = _plain_call
+    source: str | None = None
+    license: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ placement
+    @property
+    def device(self) -> torch.device:
+        """The device of the network's parameters (CPU for parameter-free callables)."""
+        for tensor in self._tensors():
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point dtype of the network's parameters (float32 for parameter-free callables)."""
+        for tensor in self._tensors():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.float32
+
+    @property
+    def precisions(self) -> tuple[Precision, ...]:
+        """The precisions this network may run in, best-supported first after fp32."""
+        names: list[Precision] = ["fp32"]
+        if self.supports_bfloat16:
+            names.append("bf16")
+        if self.supports_half:
+            names.append("fp16")
+        return tuple(names)
+
+    @property
+    def is_module(self) -> bool:
+        return isinstance(self.network, torch.nn.Module)
+
+    def to(self, device: torch.device | str | None = None, precision: Precision | None = None) -> "Model":
+        """Move the network in place to ``device`` and/or ``precision``; returns self for chaining."""
+        if not self.is_module:
+            return self
+        if device is not None:
+            self.network.to(torch.device(device))
+        if precision is not None:
+            self.network.to(PRECISION_DTYPES[precision])
+        self.network.eval()
+        return self
+
+    def _tensors(self):
+        if self.is_module:
+            yield from self.network.parameters()
+            yield from self.network.buffers()
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor | None = None, *, clamp: bool = True) -> torch.Tensor:
+        """Run the network on NCHW ``image`` in [0, 1] (and an N1HW binary ``mask`` for inpainting).
+
+        The input must already meet ``size_requirements`` and sit on the model's device and dtype; the output is
+        NCHW in [0, 1], ``scale`` times larger. Range conversion to the network's own ``input_range`` happens here.
+        ``clamp=False`` keeps values outside [0, 1] (and their gradients) for measurements.
+        """
+        low, high = self.input_range
+        x = image if (low, high) == (0.0, 1.0) else image * (high - low) + low
+        if mask is None:
+            y = self.call_fn(self.network, x)
+        else:
+            y = self.call_fn(self.network, x, mask)
+        if (low, high) != (0.0, 1.0):
+            y = (y - low) / (high - low)
+        return y.clamp(0.0, 1.0) if clamp else y
+
+    def describe(self) -> str:
+        """One line for logs and the CLI: name, architecture, scale and size requirements."""
+        req = self.size_requirements
+        parts = [f"{self.name} ({self.architecture}, {self.task}, x{self.scale}"]
+        if req.multiple_of > 1:
+            parts.append(f", multiple of {req.multiple_of}")
+        if req.minimum:
+            parts.append(f", min {req.minimum}")
+        if self.face_size:
+            parts.append(f", face {self.face_size}px")
+        parts.append(")")
+        return "".join(parts)

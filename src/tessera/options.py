@@ -1,0 +1,125 @@
+"""One schema of options shared by the Python API, the CLI and the web UI.
+
+Each task's options are a pydantic model; the CLI builds its flags from the fields (``cli.add_options``), the web UI
+its controls, and the API validates keyword arguments through :func:`parse_options`. A value that fails validation
+raises :class:`~tessera.errors.OptionError` with one line naming the option and the value.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from .errors import OptionError
+
+Auto = Literal["auto"]
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40,
+               "tib": 1 << 40}
+
+
+def parse_size(value: Any) -> int | None:
+    """Parse a memory size such as ``"4G"``, ``"512MB"``, ``"1.5GiB"`` or a byte count into bytes."""
+    if value is None or isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a memory size: {value!r} (examples: 512MB, 4G, 1.5GiB)")
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    if size <= 0:
+        raise ValueError(f"memory size must be positive, got {value!r}")
+    return size
+
+
+def _auto_or_int(value: Any) -> Any:
+    """Accept ``"auto"`` or anything that reads as an integer (CLI strings included)."""
+    if isinstance(value, str) and value.strip().lower() != "auto":
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+MemorySize = Annotated[Union[int, None], BeforeValidator(parse_size)]
+AutoInt = Annotated[Union[Auto, int], BeforeValidator(_auto_or_int)]
+
+
+class Options(BaseModel):
+    """Base of every options model: immutable, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineOptions(Options):
+    """Where and how networks run: device, precision, memory budget and tiling."""
+
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps (auto: cuda, then mps, then cpu)")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16/bf16 on a GPU where the model supports it, fp32 on the CPU")
+    max_memory: MemorySize = Field(
+        None, description="budget for device memory (host memory on the CPU), e.g. 4G; default: what is free")
+    tile: AutoInt = Field("auto", description="tile size in input pixels, or auto (largest that fits the budget)")
+    tile_pad: AutoInt = Field("auto", description="context around each tile in input pixels, or auto (measured)")
+    tile_batch: AutoInt = Field("auto", description="tiles per batch, or auto")
+    blend: Literal["crop", "feather"] = Field(
+        "crop", description="crop: exact for local networks; feather: also blend the inner overlap")
+
+
+class UpscaleOptions(EngineOptions):
+    """`tessera upscale`: tiled super-resolution, multi-pass beyond the model's factor."""
+
+    model: str | None = Field(None, description="model name or path; default: weight-free Lanczos")
+    scale: float | None = Field(None, gt=0, le=16, description="output scale; default: the model's own factor")
+    sharpen: float = Field(0.0, ge=0, le=2, description="unsharp-mask amount for the weight-free method")
+
+
+class InpaintOptions(EngineOptions):
+    """`tessera inpaint`: fill the masked parts, at a cost that follows the mask."""
+
+    model: str = Field("auto", description="lama, a model name or path, patchmatch or telea; auto: lama if "
+                                           "cached, else the best weight-free method")
+    strategy: Literal["auto", "crop", "resize", "full"] = Field("auto", description="how regions are run")
+    crop_margin: AutoInt = Field("auto", description="context around each hole in pixels, or auto")
+    max_size: AutoInt = Field("auto", description="never run the network above this many pixels per side")
+    grow: int = Field(0, ge=0, le=512, description="dilate the mask by this many pixels")
+    feather: int = Field(0, ge=0, le=256, description="blend band inside the mask edge, in pixels")
+    resize_mask: bool = Field(False, description="resize a mask of another size to the photo")
+    save_regions: Path | None = Field(None, description="write each crop's input, mask and result here")
+
+
+class FaceOptions(EngineOptions):
+    """`tessera enhance`: detect, align, restore and paste back faces."""
+
+    model: str | None = Field(None, description="face model name or path; default: weight-free clean-up")
+    upscale: float = Field(1.0, ge=1, le=8, description="output scale of the whole photo")
+    background: str = Field("none", description="none, lanczos, or an upscaling model for the background")
+    strength: float = Field(1.0, ge=0, le=1, description="blend of the restored face with the original")
+    fidelity: float = Field(0.5, ge=0, le=1, description="CodeFormer fidelity weight")
+    face_batch: AutoInt = Field("auto", description="faces per batch, or auto")
+    min_face: int = Field(16, ge=4, description="ignore faces smaller than this many pixels")
+    save_faces: Path | None = Field(None, description="write the aligned face crops here")
+    deblur: bool = Field(False, description="estimate and remove motion blur first")
+    suppress_hf: bool = Field(False, description="smooth ringing in the result")
+
+
+OptionsT = TypeVar("OptionsT", bound=Options)
+
+
+def parse_options(cls: type[OptionsT], values: dict[str, Any] | None = None, **kwargs: Any) -> OptionsT:
+    """Validate ``values``/``kwargs`` into ``cls``; any problem becomes one OptionError line."""
+    data = {**(values or {}), **kwargs}
+    try:
+        return cls(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first.get("loc", ())
+        name = str(loc[0]) if loc else "options"
+        given = first.get("input")
+        message = first.get("msg", "invalid value")
+        if first.get("type") == "extra_forbidden":
+            raise OptionError(f"unknown option {name!r}") from None
+        raise OptionError(f"option {name}: {message.removeprefix('Value error, ')} (got {given!r})") from None

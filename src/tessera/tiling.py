@@ -1,0 +1,216 @@
+"""Tile grids and merging: where each tile reads, where it writes, and how its result is blended in.
+
+A grid is the product of two 1-D plans. Along an axis of length ``L`` every window has the same size ``S`` (the
+core tile plus ``pad`` context on both sides) and lies inside the image: the last window is shifted back rather
+than padded, so a window border is either the image border (which the untiled network sees too) or at least
+``pad`` pixels away from what the window keeps. With ``pad`` at least the network's receptive-field radius the
+merged result therefore equals the untiled one.
+
+``blend="crop"`` gives each output pixel to exactly one window (the overlap is split at its middle);
+``blend="feather"`` lets neighbouring windows share the inner overlap with raised-cosine weights that sum to one,
+for networks that are not local.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import OptionError
+
+
+@dataclass(frozen=True)
+class Span:
+    """One window along one axis: it reads ``[start, start + size)`` and keeps ``[keep_start, keep_end)``.
+
+    ``ramp_in``/``ramp_out`` are the lengths (input pixels) of the raised-cosine ramps at the start and end of the
+    kept part in feather mode; 0 in crop mode.
+    """
+
+    start: int
+    size: int
+    keep_start: int
+    keep_end: int
+    ramp_in: int = 0
+    ramp_out: int = 0
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.size
+
+    def weights(self, scale: int) -> np.ndarray | None:
+        """Blend weights over the kept part at output resolution, or None when the window keeps all of it."""
+        if not (self.ramp_in or self.ramp_out):
+            return None
+        n = (self.keep_end - self.keep_start) * scale
+        w = np.ones(n, dtype=np.float32)
+        if self.ramp_in:
+            w[: self.ramp_in * scale] = raised_cosine(self.ramp_in * scale)
+        if self.ramp_out:
+            w[n - self.ramp_out * scale:] = 1.0 - raised_cosine(self.ramp_out * scale)
+        return w
+
+
+def raised_cosine(n: int) -> np.ndarray:
+    """Rising half-cosine of ``n`` samples, sampled at pixel centres; ``r + r[::-1] == 1`` exactly in float32."""
+    t = (np.arange(n, dtype=np.float64) + 0.5) / n
+    return (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A 2-D window: the product of a span along y and a span along x, plus inherited blend weights."""
+
+    y: Span
+    x: Span
+    weight_y: np.ndarray | None = field(default=None, compare=False, repr=False)
+    weight_x: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        return self.y.size, self.x.size
+
+    @property
+    def keep(self) -> tuple[int, int, int, int]:
+        """Kept rectangle in input pixels: (top, bottom, left, right)."""
+        return self.y.keep_start, self.y.keep_end, self.x.keep_start, self.x.keep_end
+
+    @property
+    def keep_area(self) -> int:
+        top, bottom, left, right = self.keep
+        return (bottom - top) * (right - left)
+
+    def with_weights(self, scale: int) -> "Tile":
+        """This tile with its spans' feather weights computed (no-op in crop mode)."""
+        return Tile(self.y, self.x, self.y.weights(scale), self.x.weights(scale))
+
+
+def _aligned_down(value: int, align: int) -> int:
+    return value - value % align
+
+
+def plan_axis(length: int, window: int, pad: int, *, cover: tuple[int, int] | None = None, align: int = 1,
+              feather: bool = False) -> list[Span]:
+    """Plan windows of one size along an axis of ``length`` so that their kept parts cover ``cover``.
+
+    ``window`` is the window size (core + 2 * pad); window origins are multiples of ``align`` except a window
+    pushed against the far border. Kept parts partition ``cover`` (crop) or overlap with ramps (feather).
+    """
+    a, b = cover if cover is not None else (0, length)
+    if not (0 <= a < b <= length):
+        raise OptionError(f"tile region [{a}, {b}) is not inside an axis of length {length}")
+    if window >= length:
+        return [Span(0, length, a, b)]
+    core = window - 2 * pad
+    if core < align:
+        raise OptionError(f"tile window {window} leaves no room inside a context pad of {pad} px")
+
+    def lo(s: int) -> int:  # first pixel a window starting at s computes exactly
+        return 0 if s == 0 else s + pad
+
+    def hi(s: int) -> int:
+        return length if s + window == length else s + window - pad
+
+    first = _aligned_down(min(max(a - pad, 0), length - window), align)
+    last = min(max(b + pad - window, 0), length - window)
+    if last != length - window:
+        last = min(-(-last // align) * align, length - window)
+    if last <= first:
+        starts = [first]
+    else:
+        count = 1 + math.ceil((last - first) / core)
+        while True:
+            starts = [first] + [_aligned_down(first + round(i * (last - first) / (count - 1)), align)
+                                for i in range(1, count - 1)] + [last]
+            if all(hi(s) >= lo(t) for s, t in zip(starts, starts[1:])):
+                break
+            count += 1
+    spans = []
+    keep_start = a
+    for i, s in enumerate(starts):
+        if i + 1 < len(starts):
+            overlap_lo, overlap_hi = max(lo(starts[i + 1]), a), min(hi(s), b)
+            if feather:
+                keep_end = overlap_hi
+            else:
+                keep_end = (overlap_lo + overlap_hi) // 2
+        else:
+            keep_end = b
+        ramp_in = 0
+        if feather and i > 0:
+            ramp_in = max(0, min(hi(starts[i - 1]), b) - keep_start)
+        ramp_out = 0
+        if feather and i + 1 < len(starts):
+            ramp_out = max(0, keep_end - max(lo(starts[i + 1]), a))
+        spans.append(Span(s, window, keep_start, keep_end, ramp_in, ramp_out))
+        keep_start = max(lo(starts[i + 1]), a) if (feather and i + 1 < len(starts)) else keep_end
+    return spans
+
+
+def plan_grid(height: int, width: int, tile: int, pad: int, *, align: int = 1, feather: bool = False,
+              region: tuple[int, int, int, int] | None = None) -> list[Tile]:
+    """Plan a grid of same-shape tiles whose kept parts cover ``region`` (top, bottom, left, right).
+
+    ``tile`` is the core size in input pixels (what a window keeps, before context). Tiles come row by row.
+    """
+    if tile < 1 or pad < 0:
+        raise OptionError(f"tile must be >= 1 and pad >= 0 (got tile={tile}, pad={pad})")
+    top, bottom, left, right = region if region is not None else (0, height, 0, width)
+    window = -(-(tile + 2 * pad) // align) * align
+    ys = plan_axis(height, window, pad, cover=(top, bottom), align=align, feather=feather)
+    xs = plan_axis(width, window, pad, cover=(left, right), align=align, feather=feather)
+    return [Tile(y, x) for y in ys for x in xs]
+
+
+def split_tile(parent: Tile, height: int, width: int, tile: int, pad: int, *, align: int, scale: int) -> list[Tile]:
+    """Re-plan one tile's kept rectangle with smaller windows (out-of-memory back-off).
+
+    The children's kept parts partition the parent's; they inherit the parent's blend weights, sliced, so the
+    merged result is the same as if the parent had run.
+    """
+    top, bottom, left, right = parent.keep
+    children = plan_grid(height, width, tile, pad, align=align, region=(top, bottom, left, right))
+    out = []
+    for child in children:
+        wy = wx = None
+        if parent.weight_y is not None:
+            wy = parent.weight_y[(child.y.keep_start - top) * scale:(child.y.keep_end - top) * scale]
+        if parent.weight_x is not None:
+            wx = parent.weight_x[(child.x.keep_start - left) * scale:(child.x.keep_end - left) * scale]
+        out.append(Tile(child.y, child.x, wy, wx))
+    return out
+
+
+class Canvas:
+    """The output image on the host, filled tile by tile.
+
+    In crop mode results are converted to the output dtype and written in place (``target`` may be a numpy
+    array or any array-like supporting slice assignment, such as a memory-mapped file). In feather mode they are
+    accumulated in float32 and converted once at :meth:`finish`.
+    """
+
+    def __init__(self, target: np.ndarray, *, feather: bool, convert):
+        self.target = target
+        self._convert = convert
+        self._accumulator = np.zeros(target.shape, dtype=np.float32) if feather else None
+
+    def add(self, tile: Tile, result: np.ndarray, scale: int) -> None:
+        """Merge ``result`` (the window's output, HxWxC float32 at output scale) for ``tile``."""
+        top, bottom, left, right = (v * scale for v in tile.keep)
+        oy, ox = tile.y.start * scale, tile.x.start * scale
+        piece = result[top - oy:bottom - oy, left - ox:right - ox]
+        if self._accumulator is None:
+            self.target[top:bottom, left:right] = self._convert(piece)
+            return
+        if tile.weight_y is not None:
+            piece = piece * tile.weight_y[:, None, None]
+        if tile.weight_x is not None:
+            piece = piece * tile.weight_x[None, :, None]
+        self._accumulator[top:bottom, left:right] += piece
+
+    def finish(self) -> np.ndarray:
+        if self._accumulator is not None:
+            self.target[...] = self._convert(self._accumulator)
+            self._accumulator = None
+        return self.target
