@@ -24,7 +24,10 @@ test: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/tessera serve
 
+# Real-ESRGAN's own tiler is a comparison point of bench/tiling.py only: basicsr 1.4.2 needs torch to build and
+# pins packages the project does not use, so it is installed without its dependencies and kept out of the extras.
 bench: $(STAMP)
+	$(PY) -m pip install -q --no-deps --no-build-isolation realesrgan==0.3.0 basicsr==1.4.2
 	$(PY) bench/tiling.py
 
 clean-venv:

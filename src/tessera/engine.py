@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CancelledError, OptionError, ResourceError
+from .image import from_float, to_float
 from .models.descriptor import PRECISION_DTYPES, Model
 from .tiling import Canvas, Tile, plan_grid, split_tile
 
@@ -545,22 +546,6 @@ def _as_hwc(image: Any) -> tuple[np.ndarray | torch.Tensor, str]:
     raise OptionError(f"image must be a numpy array or a torch tensor, got {type(image).__name__}")
 
 
-def _to_float(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype == np.uint8:
-        return pixels.astype(np.float32) / 255.0
-    if pixels.dtype == np.uint16:
-        return pixels.astype(np.float32) / 65535.0
-    return pixels.astype(np.float32, copy=False)
-
-
-def _converter(dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
-    if dtype == np.uint8:
-        return lambda a: np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
-    if dtype == np.uint16:
-        return lambda a: np.clip(np.rint(a * 65535.0), 0, 65535).astype(np.uint16)
-    return lambda a: np.asarray(a, dtype=np.float32)
-
-
 def infer_scale(model: Model, runtime: Runtime) -> int:
     """Scale of a network that does not declare one, from the output size of a small forward."""
     size = _valid_size(model, 16)
@@ -630,7 +615,7 @@ def tiled_apply(model: Any, image: Any, *, tile: int | str = "auto", pad: int | 
     info = TilePlan(core, context, size, len(tiles), blend, str(runtime.device), runtime.precision, scale)
     if plan is not None:
         plan.append(info)
-    canvas = Canvas(out, feather=feather, convert=_converter(image.dtype))
+    canvas = Canvas(out, feather=feather, convert=lambda a: from_float(a, image.dtype))
     _run_tiles(model, image, tiles, canvas, runtime, info, size)
     return canvas.finish()
 
@@ -646,7 +631,7 @@ def _run_tiles(model: Model, image: np.ndarray, tiles: list[Tile], canvas: Canva
         runtime.check_cancelled()
         shape = pending[0].window_shape
         chunk = [t for t in pending[:batch] if t.window_shape == shape]
-        stack = np.stack([_to_float(image[t.y.start:t.y.stop, t.x.start:t.x.stop]) for t in chunk])
+        stack = np.stack([to_float(image[t.y.start:t.y.stop, t.x.start:t.x.stop]) for t in chunk])
         try:
             result = _forward(model, stack, runtime)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised

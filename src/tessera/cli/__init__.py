@@ -104,6 +104,20 @@ def options_from_args(args: argparse.Namespace, schema: type) -> dict[str, Any]:
             if getattr(args, name, None) is not None}
 
 
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The INPUT positional and the decompression-bomb guard."""
+    parser.add_argument("input", type=Path, help="input image")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="refuse inputs with more pixels than this, before decoding (default: 500000000)")
+
+
+def read_input(args: argparse.Namespace) -> Any:
+    """Load ``args.input`` within ``--max-pixels``."""
+    from ..image import DEFAULT_MAX_PIXELS, load_image
+
+    return load_image(args.input, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+
+
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, type=Path, help="output file (format from the extension)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG/WEBP quality (default: 95)")

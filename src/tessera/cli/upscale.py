@@ -6,7 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import ProgressBar, add_options, add_output_arguments, options_from_args, say, write_output
+from . import (ProgressBar, add_input_arguments, add_options, add_output_arguments, options_from_args, read_input,
+               say, write_output)
 
 NEURAL_SUGGESTION = "realesrgan-x4plus"
 
@@ -16,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser("upscale", help="tiled super-resolution with any network spandrel loads",
                                    description="Upscale a photo tile by tile within a memory budget.")
-    parser.add_argument("input", type=Path, help="input image")
+    add_input_arguments(parser)
     add_output_arguments(parser)
     parser.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -25,11 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..image import load_image
     from ..options import UpscaleOptions
     from ..tasks.upscale import upscale
 
-    picture = load_image(args.input)
+    picture = read_input(args)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     reports: list = []
     started = time.perf_counter()

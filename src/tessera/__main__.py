@@ -1,0 +1,6 @@
+"""`python -m tessera ...` is the same as the `tessera` console script."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

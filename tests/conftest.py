@@ -1,0 +1,35 @@
+"""Shared fixtures: small random-weight networks built in the test (never downloaded) and small photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def compact_x4(num_feat: int = 32, num_conv: int = 8, seed: int = 0) -> torch.nn.Module:
+    """spandrel's Compact (SRVGG) x4 with random weights."""
+    from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
+
+    torch.manual_seed(seed)
+    return SRVGGNetCompact(num_feat=num_feat, num_conv=num_conv, upscale=4).eval()
+
+
+def rrdb_x2(num_filters: int = 16, num_blocks: int = 2, seed: int = 0) -> torch.nn.Module:
+    """spandrel's ESRGAN/RRDB x2 with few blocks and random weights."""
+    from spandrel.architectures.ESRGAN.__arch.RRDB import RRDBNet
+
+    torch.manual_seed(seed)
+    return RRDBNet(num_filters=num_filters, num_blocks=num_blocks, scale=2).eval()
+
+
+@pytest.fixture
+def photo_uint8() -> np.ndarray:
+    """An odd-sized RGB crop of scikit-image's astronaut (300x437)."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[40:340, 30:467])

@@ -1,0 +1,178 @@
+"""The tiling engine: tiled == untiled for local networks, bounded back-off on out-of-memory, progress, cancel."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import compact_x4, rrdb_x2
+from tessera import engine
+from tessera.engine import Runtime, measure_context, tiled_apply
+from tessera.errors import CancelledError, OptionError, ResourceError
+from tessera.models.descriptor import Model
+
+
+def untiled(network: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+    """The reference: the whole image through the network at once, float32 HxWxC."""
+    x = torch.from_numpy(image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0))
+    with torch.inference_mode():
+        y = network(x.permute(2, 0, 1)[None]).clamp(0, 1)
+    return y[0].permute(1, 2, 0).numpy()
+
+
+@pytest.fixture(scope="module")
+def networks():
+    return {"compact_x4": compact_x4(), "rrdb_x2": rrdb_x2()}
+
+
+@pytest.mark.parametrize("name", ["compact_x4", "rrdb_x2"])
+@pytest.mark.parametrize("tile", [64, 96])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_tiled_equals_untiled(networks, photo_uint8, name, tile, batch, dtype):
+    network = networks[name]
+    image = photo_uint8 if dtype == "uint8" else photo_uint8.astype(np.float32) / 255.0
+    reference = untiled(network, image)
+    result = tiled_apply(network, image, tile=tile, batch=batch, device="cpu")
+    assert result.dtype == image.dtype
+    assert result.shape == reference.shape
+    scale = 255.0 if dtype == "uint8" else 1.0
+    assert np.abs(result.astype(np.float32) / scale - reference).max() <= 1 / 255
+
+
+def test_measured_context_covers_the_receptive_field():
+    # Compact: a 3x3 conv in, num_conv 3x3 convs, a 3x3 conv out -> radius num_conv + 2 input pixels
+    model = Model(compact_x4(num_feat=8, num_conv=4), "compact", scale=4)
+    radius = measure_context(model, Runtime.create("cpu"))
+    assert 6 <= radius <= 8
+    assert measure_context(model) == radius  # cached
+
+
+def test_a_too_small_pad_is_not_exact(networks, photo_uint8):
+    """The exactness above is earned by the pad: without context the seams show."""
+    network = networks["compact_x4"]
+    reference = untiled(network, photo_uint8)
+    result = tiled_apply(network, photo_uint8, tile=64, pad=0, device="cpu")
+    assert np.abs(result.astype(np.float32) / 255 - reference).max() > 4 / 255
+
+
+def test_feather_blend_stays_close_for_a_local_network(networks, photo_uint8):
+    network = networks["compact_x4"]
+    reference = untiled(network, photo_uint8)
+    result = tiled_apply(network, photo_uint8, tile=64, blend="feather", device="cpu")
+    assert np.abs(result.astype(np.float32) / 255 - reference).max() <= 2 / 255
+
+
+def test_tensor_in_tensor_out(networks, photo_uint8):
+    network = networks["compact_x4"]
+    x = torch.from_numpy(photo_uint8[:96, :80].astype(np.float32) / 255).permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
+    y = tiled_apply(network, x, tile=32, device="cpu")
+    assert isinstance(y, torch.Tensor) and y.shape == (2, 3, 384, 320) and y.dtype == x.dtype
+    with torch.inference_mode():
+        assert (y - network(x).clamp(0, 1)).abs().max() <= 1e-5
+
+
+def test_scale_of_a_plain_callable_is_inferred(photo_uint8):
+    def nearest_x2(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    out = tiled_apply(nearest_x2, photo_uint8, tile=50, pad=0, device="cpu")
+    assert out.shape == (600, 874, 3)
+    assert (out[::2, ::2] == photo_uint8).all()
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """Wraps a network and raises torch.OutOfMemoryError when a batch holds more than ``limit`` pixels."""
+
+    def __init__(self, network: torch.nn.Module, limit: int):
+        super().__init__()
+        self.network = network
+        self.limit = limit
+        self.failures = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] * x.shape[2] * x.shape[3] > self.limit:
+            self.failures += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return self.network(x)
+
+
+def test_out_of_memory_backs_off_and_computes_every_tile_once(networks, photo_uint8, monkeypatch):
+    network = networks["compact_x4"]
+    reference = untiled(network, photo_uint8)
+    flaky = OutOfMemoryAbove(network, limit=80 * 80)
+    written = np.zeros(photo_uint8.shape[:2], dtype=int)
+    original_add = engine.Canvas.add
+
+    def counting_add(self, tile, result, scale):
+        top, bottom, left, right = tile.keep
+        written[top:bottom, left:right] += 1
+        return original_add(self, tile, result, scale)
+
+    monkeypatch.setattr(engine.Canvas, "add", counting_add)
+    plan: list = []
+    result = tiled_apply(Model(flaky, "flaky", scale=4, context=11), photo_uint8, tile=160, batch=4,
+                         device="cpu", plan=plan)
+    assert flaky.failures >= 3
+    assert plan[0].backoffs[:2] == ["batch -> 2", "batch -> 1"] and "tile -> 40" in plan[0].backoffs
+    assert (written == 1).all(), "every output pixel is merged exactly once"
+    assert np.abs(result.astype(np.float32) / 255 - reference).max() <= 1 / 255
+
+
+def test_out_of_memory_at_the_smallest_tile_is_a_resource_error(networks, photo_uint8):
+    flaky = OutOfMemoryAbove(networks["compact_x4"], limit=10)
+    with pytest.raises(ResourceError, match="out of memory"):
+        tiled_apply(Model(flaky, "flaky", scale=4, context=4), photo_uint8, tile=64, device="cpu")
+
+
+def test_other_errors_are_not_swallowed(photo_uint8):
+    def broken(x):
+        raise RuntimeError("shape mismatch in layer 3")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        tiled_apply(Model(broken, "broken", scale=1, context=0), photo_uint8, tile=64, device="cpu")
+
+
+def test_auto_tile_follows_the_memory_budget(networks, photo_uint8):
+    model = Model(networks["compact_x4"], "compact", scale=4)
+    roomy: list = []
+    tiled_apply(model, photo_uint8, device="cpu", plan=roomy)
+    tight: list = []
+    tiled_apply(model, photo_uint8, device="cpu", max_memory="12MB", plan=tight)
+    assert roomy[0].tiles == 1
+    assert tight[0].tiles > 1 and tight[0].tile < roomy[0].tile
+    with pytest.raises(ResourceError, match="too small"):
+        tiled_apply(model, photo_uint8, device="cpu", max_memory="100KB")
+
+
+def test_progress_and_cancel(networks, photo_uint8):
+    events = []
+    tiled_apply(networks["compact_x4"], photo_uint8[:128, :128], tile=32, device="cpu", progress=events.append)
+    tiles = [e for e in events if e.stage == "tiles"]
+    assert tiles[-1].done == tiles[-1].total == 16
+    assert [e.done for e in tiles] == sorted(e.done for e in tiles)
+    cancel = threading.Event()
+
+    def stop_after_first(event):
+        if event.done == 1:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        tiled_apply(networks["compact_x4"], photo_uint8[:128, :128], tile=32, device="cpu",
+                    progress=stop_after_first, cancel=cancel)
+
+
+def test_bad_arguments_are_option_errors(networks, photo_uint8):
+    network = networks["compact_x4"]
+    with pytest.raises(OptionError):
+        tiled_apply(network, photo_uint8, blend="gaussian", device="cpu")
+    with pytest.raises(OptionError):
+        tiled_apply(network, photo_uint8.astype(np.int32), device="cpu")
+    with pytest.raises(OptionError):
+        tiled_apply(network, photo_uint8, device="tpu")
+    with pytest.raises(OptionError):
+        tiled_apply(network, photo_uint8[:, :, :2], device="cpu")
+    with pytest.raises(OptionError):
+        tiled_apply(network, photo_uint8, tile=-5, device="cpu")
