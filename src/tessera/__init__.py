@@ -15,6 +15,7 @@ _EXPORTS: dict[str, str] = {
     "Picture": "tessera.image",
     "load_image": "tessera.image",
     "save_image": "tessera.image",
+    "read_image_size": "tessera.image",
     # engine
     "tiled_apply": "tessera.engine",
     "Runtime": "tessera.engine",
@@ -22,6 +23,9 @@ _EXPORTS: dict[str, str] = {
     # models
     "Model": "tessera.models.descriptor",
     "load_model": "tessera.models.loader",
+    "as_model": "tessera.models.loader",
+    "register_architecture": "tessera.models.loader",
+    "pull_model": "tessera.models.download",
     # tasks
     "upscale": "tessera.tasks.upscale",
     # errors

@@ -262,8 +262,19 @@ class MemoryModel:
         return int(max(budget - self.fixed, 0) / max(self.per_pixel, 1e-9) / batch)
 
 
-_memory_cache: "weakref.WeakKeyDictionary[Model, dict[tuple[str, str], MemoryModel]]" = weakref.WeakKeyDictionary()
-_context_cache: "weakref.WeakKeyDictionary[Model, int]" = weakref.WeakKeyDictionary()
+# Measurements are cached per network (not per Model wrapper), so wrapping the same module again, as
+# ``tiled_apply(module, ...)`` does on every call, measures nothing twice.
+_memory_cache: "weakref.WeakKeyDictionary[Any, dict[tuple[str, str, int], MemoryModel]]" = weakref.WeakKeyDictionary()
+_context_cache: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+
+
+def _cache_key(model: Model) -> Any:
+    """The object measurements are cached under: the network itself where it can be weakly referenced."""
+    try:
+        weakref.ref(model.network)
+        return model.network
+    except TypeError:
+        return model
 
 
 def _valid_size(model: Model, size: int) -> int:
@@ -286,8 +297,8 @@ def _probe_input(model: Model, size: int, runtime: Runtime, batch: int = 1,
 
 def measure_memory(model: Model, runtime: Runtime) -> MemoryModel:
     """Fit the peak memory of a forward from two small probes on the runtime's device (cached per model)."""
-    key = (str(runtime.device), runtime.precision)
-    per_model = _memory_cache.setdefault(model, {})
+    key = (str(runtime.device), runtime.precision, model.scale)
+    per_model = _memory_cache.setdefault(_cache_key(model), {})
     if key in per_model:
         return per_model[key]
     runtime.prepare(model)
@@ -322,8 +333,8 @@ def measure_context(model: Model, runtime: Runtime | None = None, *, largest_pro
     """
     if model.context is not None:
         return model.context
-    if model in _context_cache:
-        return _context_cache[model]
+    if _cache_key(model) in _context_cache:
+        return _context_cache[_cache_key(model)]
     device = runtime.device if runtime else model.device
     dtype = torch.float32 if device.type == "cpu" else (runtime.dtype if runtime else model.dtype)
     generator = torch.Generator().manual_seed(0)
@@ -357,7 +368,7 @@ def measure_context(model: Model, runtime: Runtime | None = None, *, largest_pro
             size = _valid_size(model, size * 2)
         else:
             radius = _radius_of_mass(influence, 1e-4)
-    _context_cache[model] = radius
+    _context_cache[_cache_key(model)] = radius
     return radius
 
 

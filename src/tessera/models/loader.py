@@ -1,0 +1,334 @@
+"""Load a model by catalog name or file path into a :class:`~tessera.models.descriptor.Model`.
+
+Files are read safely (safetensors; TorchScript's state dict; pickles only through torch's ``weights_only`` loader
+or :mod:`tessera.models.unpickler`), then spandrel detects the architecture from the state dict's keys and shapes.
+spandrel is used with a private registry: its own architectures, spandrel_extra_arches' where installed, and
+tessera's (:func:`register_architecture`; GPEN by default). Nothing is ever downloaded here: a known model that is
+not in the cache raises ModelError naming the ``tessera models pull`` command that fetches it.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from spandrel import (
+    MAIN_REGISTRY,
+    ArchId,
+    Architecture,
+    ArchRegistry,
+    ArchSupport,
+    ModelBase,
+    UnsupportedModelError,
+    canonicalize_state_dict,
+)
+
+from ..errors import ModelError, OptionError, look_up_option
+from .catalog import CatalogEntry, entry_for_file, find_entry, get_entry, model_path
+from .descriptor import PRECISION_DTYPES, Model
+from .unpickler import load_pickled_checkpoint
+
+PICKLE_SUFFIXES = (".pth", ".ckpt", ".bin")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+_PURPOSE_TASKS = {"SR": "upscale", "Restoration": "restore", "Inpainting": "inpaint", "FaceSR": "face"}
+
+# The generator of LaMa's original PyTorch Lightning checkpoint, next to its discriminator and loss weights.
+_LIGHTNING_LAMA_KEY = "generator.model.1.bn_l.running_mean"
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+_OWN_ARCHITECTURES: list[ArchSupport] = []
+
+
+def register_architecture(arch: Architecture[Any] | ArchSupport, *, before: Sequence[str] = ()) -> None:
+    """Make ``load_model`` detect one more architecture (detected before spandrel's own).
+
+    ``arch`` is a spandrel ``Architecture`` (detected by its ``detect`` method) or an ``ArchSupport``. Registering
+    an id again replaces the earlier registration. GPEN (``tessera.models.gpen.GPENArch``) is included by default
+    and needs no registration.
+    """
+    if isinstance(arch, ArchSupport):
+        support = arch
+    else:
+        support = ArchSupport.from_architecture(arch, tuple(ArchId(b) for b in before))
+    kept = [s for s in _OWN_ARCHITECTURES if s.architecture.id != support.architecture.id]
+    _OWN_ARCHITECTURES[:] = [*kept, support]
+
+
+def _default_architectures() -> list[ArchSupport]:
+    """tessera's built-in architectures; a module that is not there (yet) is skipped."""
+    try:
+        from .gpen import GPENArch
+    except ImportError:
+        return []
+    return [ArchSupport.from_architecture(GPENArch())]
+
+
+def _extra_architectures() -> list[ArchSupport]:
+    """spandrel_extra_arches' architectures (CodeFormer, MAT, ...) when the package is installed."""
+    try:
+        with warnings.catch_warnings():  # it scripts modules at import, which newer torch flags as deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            from spandrel_extra_arches import EXTRA_REGISTRY
+    except ImportError:
+        return []
+    return list(EXTRA_REGISTRY)
+
+
+def build_registry() -> ArchRegistry:
+    """A fresh private registry: registered and built-in tessera architectures, spandrel's, spandrel_extra_arches'.
+
+    Built per load (a fraction of a millisecond) so it always reflects :func:`register_architecture`; spandrel's
+    global ``MAIN_REGISTRY`` is never modified. On duplicate ids the first one wins, so tessera's come first.
+    """
+    registry = ArchRegistry()
+    registry.add(*_OWN_ARCHITECTURES)
+    registry.add(*_default_architectures(), ignore_duplicates=True)
+    registry.add(*MAIN_REGISTRY, ignore_duplicates=True)
+    registry.add(*_extra_architectures(), ignore_duplicates=True)
+    return registry
+
+
+# ---------------------------------------------------------------------------------------------------- face traits
+def _first_output(network: Any, image: torch.Tensor) -> torch.Tensor:
+    """Call a face network that returns a tuple (image, extras...) and keep the image, in its own range."""
+    return network(image)[0]
+
+
+@dataclass(frozen=True)
+class _FaceTraits:
+    face_size: int | None  # None: the size requirements' minimum
+    template: str
+    call_fn: Callable[..., torch.Tensor] | None  # None: keep the descriptor's own
+
+
+# Face networks work in [-1, 1]. spandrel's wrappers differ (GFPGAN and CodeFormer pass [0, 1] straight through,
+# RestoreFormer converts inside its call), so tessera calls these networks raw and converts in Model.__call__.
+_FACE_ARCHITECTURES: dict[str, _FaceTraits] = {
+    "GFPGAN": _FaceTraits(512, "facexlib", _first_output),
+    "CodeFormer": _FaceTraits(512, "facexlib", _first_output),
+    "RestoreFormer": _FaceTraits(512, "facexlib", _first_output),
+    "GPEN": _FaceTraits(None, "gpen", None),
+}
+
+
+# ---------------------------------------------------------------------------------------------------- wrapping
+def from_descriptor(descriptor: ModelBase[Any], *, name: str | None = None, source: str | None = None,
+                    entry: CatalogEntry | None = None) -> Model:
+    """Wrap a spandrel descriptor into a Model; a catalog ``entry`` fills the name, licence and face metadata.
+
+    The network is called through the descriptor's ``_call_fn`` (not its ``__call__``, which clamps and pads),
+    or raw for face networks, whose [-1, 1] range Model converts.
+    """
+    arch_id = str(descriptor.architecture.id)
+    call_fn = descriptor._call_fn  # the unclamped call: Model converts the range and clamps once
+    input_range = (0.0, 1.0)
+    face_size = face_template = None
+    traits = _FACE_ARCHITECTURES.get(arch_id)
+    if traits is not None:
+        input_range = (-1.0, 1.0)
+        face_size = traits.face_size or descriptor.size_requirements.minimum or None
+        face_template = traits.template
+        call_fn = traits.call_fn or call_fn
+    extra: dict[str, Any] = {"tags": list(descriptor.tags), "purpose": descriptor.purpose}
+    if entry is not None:
+        face_size = entry.face_size or face_size
+        face_template = entry.face_template or face_template
+        if entry.notes:
+            extra["notes"] = entry.notes
+    return Model(
+        network=descriptor.model,
+        name=name or (entry.name if entry else arch_id),
+        task=_PURPOSE_TASKS[descriptor.purpose],
+        architecture=arch_id,
+        scale=descriptor.scale,
+        input_channels=descriptor.input_channels,
+        output_channels=descriptor.output_channels,
+        size_requirements=descriptor.size_requirements,
+        tiling=descriptor.tiling,
+        supports_half=descriptor.supports_half,
+        supports_bfloat16=descriptor.supports_bfloat16,
+        input_range=input_range,
+        face_size=face_size,
+        face_template=face_template,
+        call_fn=call_fn,
+        source=source,
+        license=entry.license if entry else None,
+        extra=extra,
+    )
+
+
+def as_model(obj: Any, *, name: str | None = None, model_dir: str | os.PathLike[str] | None = None) -> Model:
+    """Normalise whatever a caller passes as a model into a Model.
+
+    - a ``Model``: returned as is;
+    - a spandrel descriptor: wrapped (:func:`from_descriptor`);
+    - a catalog name or a path: loaded (:func:`load_model`);
+    - any other ``torch.nn.Module`` or callable: wrapped as an "upscale" network taking and returning [0, 1]
+      with ``scale=0``, which means "unknown": the engine infers the scale by running it once on a small probe.
+      Half precisions are not assumed; build a ``Model`` yourself to declare more.
+    """
+    if isinstance(obj, Model):
+        return obj
+    if isinstance(obj, ModelBase):
+        return from_descriptor(obj, name=name)
+    if isinstance(obj, (str, os.PathLike)):
+        return load_model(obj, model_dir=model_dir)
+    if isinstance(obj, torch.nn.Module) or callable(obj):
+        return Model(network=obj, name=name or type(obj).__name__, task="upscale", architecture="custom", scale=0)
+    raise ModelError(f"cannot use a {type(obj).__name__} as a model (expected a name, a path, a torch module, "
+                     f"a spandrel descriptor or a tessera Model)")
+
+
+# ---------------------------------------------------------------------------------------------------- files
+def _read_torchscript(path: Path) -> Mapping[str, Any] | None:
+    """The state dict of a TorchScript archive, or None when the file is not TorchScript."""
+    try:
+        with warnings.catch_warnings():  # newer torch flags TorchScript as deprecated; it is still how IOPaint ships
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:
+        return None
+
+
+def _read_file(path: Path) -> Any:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    if suffix == ".pt":
+        state = _read_torchscript(path)
+        return state if state is not None else load_pickled_checkpoint(path)
+    if suffix in PICKLE_SUFFIXES:
+        return load_pickled_checkpoint(path)
+    raise ModelError(f"{path}: unsupported weight file type {suffix or '(none)'!r} "
+                     f"(expected one of {', '.join(WEIGHT_SUFFIXES)})")
+
+
+def _canonical_state_dict(content: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Unwrap the weights spandrel-style and bring LaMa's Lightning generator keys to spandrel's names."""
+    if not isinstance(content, Mapping):
+        raise ModelError(f"{path}: holds a {type(content).__name__}, not a state dict of weights")
+    state = canonicalize_state_dict(dict(content))
+    if _LIGHTNING_LAMA_KEY in state:
+        # keep the generator only (no discriminator, no loss networks); spandrel's LaMa names it "model."
+        state = {"model." + key[len("generator."):]: value
+                 for key, value in state.items() if key.startswith("generator.")}
+    tensors = {str(key): value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise ModelError(f"{path}: contains no weight tensors")
+    return tensors
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The canonical state dict of a weight file (.pth, .pt, .ckpt, .bin, .safetensors), on the CPU.
+
+    Never runs code from the file; raises ModelError naming the file when it is missing, unreadable, refused by
+    the restricted unpickler, or holds no weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        content = _read_file(path)
+    except ModelError:
+        raise
+    except Exception as error:  # unpickling and archive readers raise many types; all mean "unreadable"
+        raise ModelError(f"{path}: cannot read weights: {_first_line(error)}") from error
+    return _canonical_state_dict(content, path)
+
+
+def load_file(path: str | os.PathLike[str], *, entry: CatalogEntry | None = None,
+              registry: ArchRegistry | None = None) -> Model:
+    """Load a weight file into a Model (no placement); ``entry`` defaults to the catalog entry of its file name."""
+    path = Path(path)
+    entry = entry or entry_for_file(path)
+    state = read_state_dict(path)
+    registry = registry or build_registry()
+    try:
+        descriptor = registry.load(state)
+    except UnsupportedModelError as error:
+        first = next(iter(state))
+        raise ModelError(f"{path}: unknown architecture ({len(state)} tensors, first key {first!r})") from error
+    except ModelError as error:
+        raise ModelError(f"{path}: {error}") from error
+    except Exception as error:  # an architecture matched but its loader rejected the weights
+        raise ModelError(f"{path}: weights do not fit the detected architecture: {_first_line(error)}") from error
+    return from_descriptor(descriptor, name=entry.name if entry else path.stem, source=str(path), entry=entry)
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------- by name
+def resolve_model_file(name_or_path: str | os.PathLike[str],
+                       model_dir: str | os.PathLike[str] | None = None) -> tuple[Path, CatalogEntry | None]:
+    """The weight file that ``name_or_path`` designates, and its catalog entry if any. Never downloads.
+
+    An existing file wins; otherwise a catalog name resolves to its cached file, and ModelError says how to pull
+    it when it is not there. An unknown name raises ModelError suggesting the nearest known one.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path, entry_for_file(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder, not a weight file")
+    entry = find_entry(text)
+    if entry is not None:
+        if entry.auxiliary:
+            raise ModelError(f"{entry.name} is a {entry.architecture} helper file, not an image model")
+        cached = model_path(entry, model_dir)
+        if cached.is_file():
+            return cached, entry
+        flag = f" --model-dir {model_dir}" if model_dir is not None else ""
+        raise ModelError(f"model {entry.name!r} is not downloaded (no {cached}); "
+                         f"run `tessera models pull {entry.name}{flag}` first")
+    if path.suffix.lower() in WEIGHT_SUFFIXES or os.sep in text or "/" in text:
+        raise ModelError(f"model file not found: {path}")
+    get_entry(text)  # raises ModelError with the nearest known name
+    raise ModelError(f"unknown model {text!r}")  # pragma: no cover - get_entry raised
+
+
+def _place(model: Model, device: str | torch.device | None, precision: str | None) -> Model:
+    if precision in (None, "auto"):
+        precision = None
+    else:
+        look_up_option(precision, PRECISION_DTYPES, "precision")
+        if precision not in model.precisions:
+            raise OptionError(f"model {model.name} does not support precision {precision!r} "
+                              f"(it supports {', '.join(model.precisions)})")
+    if isinstance(device, str) and device == "auto":
+        device = None
+    try:
+        return model.to(device, precision)  # type: ignore[arg-type]
+    except (RuntimeError, AssertionError) as error:
+        raise OptionError(f"cannot move model {model.name} to device {str(device)!r}: {_first_line(error)}") from error
+
+
+def load_model(name_or_path: Any, *, device: str | torch.device | None = None, precision: str | None = None,
+               model_dir: str | os.PathLike[str] | None = None) -> Model:
+    """Load a model by catalog name (``"gpen-bfr-512"``, ``"RealESRGAN_x4plus"``...) or weight-file path.
+
+    Returns a :class:`Model` taking and returning NCHW RGB in [0, 1], in eval mode, on ``device`` (default CPU)
+    in ``precision`` ("fp32", "fp16", "bf16"; default: as stored, fp32 for most files; "auto" leaves the choice
+    to the engine). A Model, spandrel descriptor or torch module is accepted too (see :func:`as_model`). Names
+    resolve to files in the cache (``model_dir`` or ``$TESSERA_HOME`` or ``~/.cache/tessera``); nothing is
+    downloaded: a missing file raises ModelError naming ``tessera models pull NAME``.
+    """
+    if isinstance(name_or_path, (str, os.PathLike)):
+        path, entry = resolve_model_file(name_or_path, model_dir)
+        model = load_file(path, entry=entry)
+    else:
+        model = as_model(name_or_path)
+        if model is name_or_path and device is None and precision is None:
+            return model
+    return _place(model, device, precision)
