@@ -176,3 +176,26 @@ def test_bad_arguments_are_option_errors(networks, photo_uint8):
         tiled_apply(network, photo_uint8[:, :, :2], device="cpu")
     with pytest.raises(OptionError):
         tiled_apply(network, photo_uint8, tile=-5, device="cpu")
+
+
+def test_a_spandrel_descriptor_is_accepted(networks, photo_uint8):
+    import spandrel
+
+    descriptor = spandrel.ModelLoader().load_from_state_dict(networks["compact_x4"].state_dict())
+    assert isinstance(descriptor, spandrel.ImageModelDescriptor)
+    reference = untiled(networks["compact_x4"], photo_uint8)
+    result = tiled_apply(descriptor, photo_uint8, tile=96, device="cpu")
+    assert np.abs(result.astype(np.float32) / 255 - reference).max() <= 1 / 255
+
+
+@pytest.mark.parametrize("error,expected", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"), True),
+    (RuntimeError("MPS backend out of memory (MPS allocated: 1.00 GB)"), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
+                  "to allocate 1099511627776 bytes"), True),
+    (MemoryError(), True),
+    (RuntimeError("Given groups=1, weight of size [64, 3, 3, 3], expected input to have 3 channels"), False),
+    (ValueError("out of memory"), False),
+])
+def test_out_of_memory_is_recognised_on_every_backend(error, expected):
+    assert engine.is_out_of_memory(error) is expected
