@@ -28,6 +28,12 @@ _EXPORTS: dict[str, str] = {
     "pull_model": "tessera.models.download",
     # tasks
     "upscale": "tessera.tasks.upscale",
+    "enhance_faces": "tessera.tasks.faces",
+    "FaceReport": "tessera.tasks.faces",
+    "detect_faces": "tessera.faces.detect",
+    "Face": "tessera.faces.detect",
+    "deblur": "tessera.filters",
+    "suppress_hf": "tessera.filters",
     # errors
     "TesseraError": "tessera.errors",
     "InputError": "tessera.errors",

@@ -94,15 +94,23 @@ class InpaintOptions(EngineOptions):
 class FaceOptions(EngineOptions):
     """`tessera enhance`: detect, align, restore and paste back faces."""
 
-    model: str | None = Field(None, description="face model name or path; default: weight-free clean-up")
+    model: str | None = Field(None, description="face model name or path (gpen-bfr-512, gfpgan-1.4, codeformer, "
+                                                "restoreformer...); default: weight-free clean-up")
     upscale: float = Field(1.0, ge=1, le=8, description="output scale of the whole photo")
-    background: str = Field("none", description="none, lanczos, or an upscaling model for the background")
+    background: str = Field("auto", description="auto (none at --upscale 1, else lanczos), none, lanczos, or an "
+                                                "upscaling model name or path for the background")
     strength: float = Field(1.0, ge=0, le=1, description="blend of the restored face with the original")
-    fidelity: float = Field(0.5, ge=0, le=1, description="CodeFormer fidelity weight")
+    fidelity: float = Field(0.5, ge=0, le=1, description="CodeFormer fidelity weight (0: quality, 1: fidelity)")
     face_batch: AutoInt = Field("auto", description="faces per batch, or auto")
     min_face: int = Field(16, ge=4, description="ignore faces smaller than this many pixels")
+    min_score: float = Field(0.6, ge=0, le=1, description="face detection score threshold")
+    detector: Literal["auto", "yunet", "cascade"] = Field(
+        "auto", description="auto: YuNet (yuface) if installed, else scikit-image's LBP cascade")
+    detect_tiles: Literal["auto", "always", "never"] = Field(
+        "auto", description="search full-resolution tiles too: auto (when faces are small or none are found)")
     save_faces: Path | None = Field(None, description="write the aligned face crops here")
     deblur: bool = Field(False, description="estimate and remove motion blur first")
+    deblur_method: Literal["wiener", "richardson-lucy"] = Field("wiener", description="deconvolution for --deblur")
     suppress_hf: bool = Field(False, description="smooth ringing in the result")
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 from ..errors import TesseraError
 
 # Command modules, in the order `tessera --help` lists them.
-COMMANDS = ["upscale", "models"]
+COMMANDS = ["upscale", "enhance", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

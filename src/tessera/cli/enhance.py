@@ -1,0 +1,91 @@
+"""`tessera enhance INPUT -o OUTPUT [--model NAME|PATH] [--upscale S] [--background ...] [options]`."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import (ProgressBar, add_input_arguments, add_options, add_output_arguments, options_from_args, read_input,
+               say, write_output)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..options import FaceOptions
+
+    parser = subparsers.add_parser(
+        "enhance", help="restore faces (GPEN, GFPGAN, CodeFormer, RestoreFormer); cost follows the faces",
+        description="Detect the faces of a photo, restore each aligned face in batches and paste it back; "
+                    "optionally upscale the background. Pixels away from the faces are not touched.")
+    add_input_arguments(parser)
+    add_output_arguments(parser)
+    parser.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(parser, FaceOptions, title="face and engine options")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..options import FaceOptions
+    from ..tasks.faces import WEIGHT_FREE_HINT, enhance_faces
+
+    picture = read_input(args)
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    reports: list = []
+    started = time.perf_counter()
+    try:
+        result = enhance_faces(picture, progress=bar, model_dir=args.model_dir, report=reports,
+                               **options_from_args(args, FaceOptions))
+    finally:
+        bar.close()
+    report = reports[0]
+    if not report.faces:
+        say(f"no face found in {args.input} (detector {report.detector}); the output is an unchanged copy"
+            + ("" if report.scale == (1.0, 1.0) else f" resized x{report.scale[0]:g}"))
+        if report.scale == (1.0, 1.0) and _same_format(args.input, args.output):
+            path = _copy_file(args.input, args.output, overwrite=args.overwrite)
+            say(f"wrote {path} in {time.perf_counter() - started:.1f}s")
+            return 0
+    path = write_output(result, args)
+    if report.weight_free:
+        say(f"faces cleaned up with the weight-free method ({report.model}); for GPEN run "
+            f"`tessera models pull {WEIGHT_FREE_HINT}` and add `--model {WEIGHT_FREE_HINT}`")
+    elif report.faces:
+        say(f"faces restored with {report.model}")
+    if report.faces:
+        sizes = sorted(face.size for face in report.faces)
+        say(f"{len(report.faces)} face(s) found by {report.detector}, aligned at {sizes[0]}"
+            + (f"-{sizes[-1]}" if sizes[-1] != sizes[0] else "") + " px; background: " + report.background)
+    say(f"wrote {path} ({result.width}x{result.height}) in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _same_format(source: Path, target: Path) -> bool:
+    aliases = {".jpeg": ".jpg", ".tif": ".tiff"}
+    suffix = source.suffix.lower()
+    return aliases.get(suffix, suffix) == aliases.get(target.suffix.lower(), target.suffix.lower())
+
+
+def _copy_file(source: Path, target: Path, *, overwrite: bool) -> Path:
+    """Copy the input's bytes (an unchanged copy, not a re-encoding), atomically; refuses to replace the input."""
+    from ..errors import OutputError
+
+    if target.exists() and os.path.samefile(source, target):
+        if not overwrite:
+            raise OutputError(f"{target}: the output would replace the input (add --overwrite)")
+        return target
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{target}: folder {folder} does not exist")
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"{target}: cannot write: {error.strerror or error}") from None
+    return target
