@@ -133,6 +133,27 @@ def write_output(picture: Any, args: argparse.Namespace) -> Path:
         raise OptionError(f"--quality must be between 1 and 100, got {args.quality}")
     return save_image(picture, args.output, quality=args.quality, overwrite_input=args.overwrite)
 
+def add_task_arguments(parser: argparse.ArgumentParser, schema: type, title: str) -> None:
+    """What every image task takes: INPUT, -o OUTPUT, --model-dir, --quiet, and the flags of its option schema."""
+    add_input_arguments(parser)
+    add_output_arguments(parser)
+    parser.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(parser, schema, title=title)
+
+
+def run_task(args: argparse.Namespace, task: Any, schema: type, **extra: Any) -> tuple[Any, Any]:
+    """Read the input, run ``task`` with the user's options and a progress bar; returns (result, task report)."""
+    picture = read_input(args)
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    reports: list = []
+    try:
+        result = task(picture, progress=bar, model_dir=args.model_dir, report=reports,
+                      **extra, **options_from_args(args, schema))
+    finally:
+        bar.close()
+    return result, reports[0]
+
 # ----------------------------------------------------------------------------------------------- progress
 
 

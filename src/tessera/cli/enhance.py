@@ -4,13 +4,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from . import (ProgressBar, add_input_arguments, add_options, add_output_arguments, options_from_args, read_input,
-               say, write_output)
+from . import add_task_arguments, run_task, say, write_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,11 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "enhance", help="restore faces (GPEN, GFPGAN, CodeFormer, RestoreFormer); cost follows the faces",
         description="Detect the faces of a photo, restore each aligned face in batches and paste it back; "
                     "optionally upscale the background. Pixels away from the faces are not touched.")
-    add_input_arguments(parser)
-    add_output_arguments(parser)
-    parser.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_options(parser, FaceOptions, title="face and engine options")
+    add_task_arguments(parser, FaceOptions, title="face and engine options")
     parser.set_defaults(func=run)
 
 
@@ -32,16 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from ..options import FaceOptions
     from ..tasks.faces import WEIGHT_FREE_HINT, enhance_faces
 
-    picture = read_input(args)
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
-    reports: list = []
     started = time.perf_counter()
-    try:
-        result = enhance_faces(picture, progress=bar, model_dir=args.model_dir, report=reports,
-                               **options_from_args(args, FaceOptions))
-    finally:
-        bar.close()
-    report = reports[0]
+    result, report = run_task(args, enhance_faces, FaceOptions)
     if not report.faces:
         say(f"no face found in {args.input} (detector {report.detector}); the output is an unchanged copy"
             + ("" if report.scale == (1.0, 1.0) else f" resized x{report.scale[0]:g}"))

@@ -1,0 +1,91 @@
+"""`tessera batch {inpaint,enhance,upscale} INPUT_DIR -o OUT_DIR [batch options] [task options]`.
+
+Runs one task over a folder: resumable (finished outputs are skipped), a bad file failing alone, a JSON-lines
+report, on this machine's processes or a Ray cluster. Exit code 0 when every image is done or skipped, 1 when
+some failed (the report and the summary name them).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import ProgressBar, add_options, options_from_args, say
+
+# Options of the single-image commands that make no sense for a folder (they name one output file or folder).
+_PER_IMAGE_OPTIONS = ("save_regions", "save_faces")
+_SHOWN_FAILURES = 10
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..batch import TASKS, task_schema
+
+    parser = subparsers.add_parser("batch", help="run a task over a folder: resumable, on processes or Ray",
+                                   description="Process every image of a folder; run it again to resume.")
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    helps = {"inpaint": "fill the masked parts (masks matched by file stem)", "enhance": "restore faces",
+             "upscale": "tiled super-resolution"}
+    for task in TASKS:
+        sub = tasks.add_parser(task, help=helps[task], description=f"batch {task}: {helps[task]}.")
+        _add_batch_arguments(sub, task)
+        add_options(sub, task_schema(task), skip=_PER_IMAGE_OPTIONS, title=f"{task} and engine options")
+        sub.set_defaults(func=run)
+
+
+def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+    from ..batch import FORMATS, REPORT_NAME
+
+    parser.add_argument("input", type=Path, help="folder of images")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder (the tree is mirrored)")
+    group = parser.add_argument_group("batch options")
+    if task == "inpaint":
+        group.add_argument("--masks", type=Path, required=True,
+                           help="folder of masks matched by file stem, or one mask file for every image")
+    group.add_argument("--recursive", action="store_true", help="include subfolders")
+    group.add_argument("--pattern", default=None, metavar="GLOB", help="only files matching this glob (e.g. '*.tif')")
+    group.add_argument("--format", default="same", choices=FORMATS, help="output format (default: same as input)")
+    group.add_argument("--quality", type=int, default=95, help="JPEG/WEBP quality (default: 95)")
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="local worker processes, each loading the model once (default: one per GPU, else 1)")
+    group.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run on a Ray cluster: its address, or auto for the one `ray start --head` started")
+    group.add_argument("--max-ram", default=None, metavar="SIZE",
+                       help="memory one image may take (e.g. 8G) before it is streamed region by region into a "
+                            "tiled BigTIFF (default: half the machine's memory, shared among the workers)")
+    group.add_argument("--report", type=Path, default=None, help=f"JSON-lines report (default: OUT/{REPORT_NAME})")
+    group.add_argument("--redo", action="store_true", help="process images whose output already exists")
+    group.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch import run_batch, task_schema
+    from ..engine import ProgressEvent
+
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+
+    def on_outcome(outcome, finished: int, total: int) -> None:
+        bar(ProgressEvent("images", finished, total, 0.0, None, outcome.file))
+
+    options = options_from_args(args, task_schema(args.task))
+    try:
+        summary = run_batch(args.task, args.input, args.output, masks=getattr(args, "masks", None),
+                            recursive=args.recursive, pattern=args.pattern, format=args.format,
+                            workers=args.workers, ray=args.ray, max_ram=args.max_ram, quality=args.quality,
+                            model_dir=str(args.model_dir) if args.model_dir else None, report=args.report,
+                            redo=args.redo, on_outcome=on_outcome, progress=bar, **options)
+    finally:
+        bar.close()
+    for notice in summary.notices:
+        say(notice)
+    for outcome in summary.failed[:_SHOWN_FAILURES]:
+        say(f"failed: {outcome.file}: {outcome.error}")
+    if len(summary.failed) > _SHOWN_FAILURES:
+        say(f"... and {len(summary.failed) - _SHOWN_FAILURES} more failures")
+    streamed = sum(1 for o in summary.outcomes if o.streamed)
+    if streamed:
+        say(f"{streamed} image(s) over the RAM budget were streamed into tiled BigTIFFs")
+    if not summary.outcomes:
+        say(f"no images found in {args.input}" + ("" if args.recursive else " (add --recursive for subfolders)"))
+    say(f"batch {args.task}: {summary.describe()}; report: {summary.report}")
+    return 1 if summary.failed else 0

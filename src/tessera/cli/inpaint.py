@@ -1,0 +1,89 @@
+"""`tessera inpaint INPUT --mask MASK -o OUTPUT [options]` and `tessera stitch MANIFEST -o OUTPUT`.
+
+``inpaint`` fills the masked parts of a photo at a cost that follows the mask; ``stitch`` puts back the region
+files ``inpaint --save-regions DIR`` wrote, after some were fixed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from . import ProgressBar, add_options, add_output_arguments, options_from_args, say, write_output
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..options import InpaintOptions
+
+    parser = subparsers.add_parser(
+        "inpaint", help="remove objects and defects: LaMa or weight-free methods, cost follows the mask",
+        description="Fill the masked parts of a photo. Only pixels inside the (grown) mask change.")
+    parser.add_argument("input", type=Path, help="input image")
+    parser.add_argument("--mask", required=True, type=Path,
+                        help="mask image: white (above 127) or opaque alpha marks the pixels to fill")
+    add_output_arguments(parser)
+    parser.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(parser, InpaintOptions, title="inpaint and engine options")
+    parser.set_defaults(func=run)
+
+    stitch = subparsers.add_parser(
+        "stitch", help="put back the regions written by `inpaint --save-regions` (after editing them)",
+        description="Paste the region results listed in a --save-regions manifest into the photo.")
+    stitch.add_argument("manifest", type=Path, help="manifest.json written by --save-regions")
+    stitch.add_argument("--input", type=Path, default=None, help="the photo (default: the one the manifest names)")
+    add_output_arguments(stitch)
+    stitch.set_defaults(func=run_stitch)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..image import load_image
+    from ..options import InpaintOptions
+    from ..tasks.inpaint import inpaint
+
+    picture = load_image(args.input)
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    reports: list = []
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = inpaint(picture, str(args.mask), progress=bar, model_dir=args.model_dir, report=reports,
+                             **options_from_args(args, InpaintOptions))
+        finally:
+            bar.close()
+            _show(caught)
+    path = write_output(result, args)
+    report = reports[0]
+    if report.fallback:
+        say(report.fallback)
+    say(f"inpainted {report.describe()}")
+    if report.manifest is not None:
+        say(f"regions written to {report.manifest.parent} (after editing, run `tessera stitch {report.manifest} "
+            f"-o OUTPUT`)")
+    say(f"wrote {path} ({result.width}x{result.height}) in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _show(caught: list[warnings.WarningMessage]) -> None:
+    """tessera's own warnings as one `tessera: warning:` line each (once); others as Python shows them."""
+    seen: set[str] = set()
+    for item in caught:
+        if item.category.__module__.startswith("tessera"):
+            if str(item.message) not in seen:
+                seen.add(str(item.message))
+                say(f"warning: {item.message}")
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+
+
+def run_stitch(args: argparse.Namespace) -> int:
+    from ..tasks.inpaint import stitch
+
+    started = time.perf_counter()
+    result = stitch(args.manifest, args.input)
+    path = write_output(result, args)
+    say(f"wrote {path} ({result.width}x{result.height}) in {time.perf_counter() - started:.1f}s")
+    return 0

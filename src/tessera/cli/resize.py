@@ -1,0 +1,54 @@
+"""`tessera resize PATH... --max-side N [-o OUT_DIR]`: shrink photos so that no side exceeds N pixels.
+
+Like ``mogrify -resize NxN>``: only shrinks, keeps the aspect ratio, the format and the metadata, and rewrites
+each file atomically (in place unless ``-o`` names another folder). Exit code 1 when some files failed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import ProgressBar, say
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("resize", help="shrink photos to a largest side (never enlarges)",
+                                   description="Shrink images so their longest side is at most --max-side pixels. "
+                                               "Files that are already small enough are not touched.")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+    parser.add_argument("--max-side", type=int, required=True, metavar="N", help="longest side in pixels")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="write into this folder (tree mirrored) instead of replacing the files")
+    parser.add_argument("--recursive", action="store_true", help="include subfolders of the folders given")
+    parser.add_argument("--pattern", default=None, metavar="GLOB", help="only files matching this glob")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG/WEBP quality (default: 95)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch_resize import resize_files
+    from ..engine import ProgressEvent
+    from ..errors import OptionError
+
+    if not 1 <= args.quality <= 100:
+        raise OptionError(f"--quality must be between 1 and 100, got {args.quality}")
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    count = [0]
+
+    def on_outcome(outcome) -> None:
+        count[0] += 1
+        bar(ProgressEvent("files", count[0], count[0], 0.0, None, outcome.file))
+        if outcome.status == "failed":
+            say(f"failed: {outcome.file}: {outcome.error}")
+
+    try:
+        outcomes = resize_files(args.paths, args.max_side, output_dir=args.output, recursive=args.recursive,
+                                pattern=args.pattern, quality=args.quality, on_outcome=on_outcome)
+    finally:
+        bar.close()
+    tally = {s: sum(1 for o in outcomes if o.status == s) for s in ("done", "skipped", "failed")}
+    say(f"resized {tally['done']}, left {tally['skipped']} already within {args.max_side} px, "
+        f"{tally['failed']} failed")
+    return 1 if tally["failed"] else 0
