@@ -12,13 +12,6 @@ from tessera import cli
 from tessera.image import load_image
 
 
-@pytest.fixture(autouse=True)
-def enhance_command(monkeypatch):
-    """Run with the `enhance` command registered, whether or not the CLI lists it yet."""
-    if "enhance" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "enhance"])
-
-
 @pytest.fixture
 def portrait(tmp_path) -> Path:
     path = tmp_path / "portrait.png"

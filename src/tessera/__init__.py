@@ -34,6 +34,12 @@ _EXPORTS: dict[str, str] = {
     "Face": "tessera.faces.detect",
     "deblur": "tessera.filters",
     "suppress_hf": "tessera.filters",
+    # folders and gigapixel images
+    "run_batch": "tessera.batch",
+    "resize_files": "tessera.batch_resize",
+    "stream_upscale": "tessera.bigimage",
+    "stream_inpaint": "tessera.bigimage",
+    "needs_streaming": "tessera.bigimage",
     # errors
     "TesseraError": "tessera.errors",
     "InputError": "tessera.errors",

@@ -308,7 +308,7 @@ def measure_memory(model: Model, runtime: Runtime) -> MemoryModel:
     with torch.inference_mode():
         for size in (small, small, large):  # the first run warms up allocators and kernels
             x, mask = _probe_input(model, size, runtime)
-            readings.append((size * size, _peak_bytes_of(lambda: model(x, mask), runtime.device)))
+            readings.append((size * size, _peak_bytes_of(lambda x=x, mask=mask: model(x, mask), runtime.device)))
             del x, mask
     (p1, m1), (p2, m2) = readings[1], readings[2]
     per_pixel = max((m2 - m1) / (p2 - p1), m2 / p2 * 0.5, 1.0)

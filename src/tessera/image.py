@@ -771,7 +771,7 @@ def save_image(
             f"(largest side {largest:,}); choose another format"
         )
     encoder = _ENCODERS[format_name]
-    _write_atomically(path, lambda file: encoder(picture, file, int(quality)), format_name)
+    write_atomically(path, lambda file: encoder(picture, file, int(quality)), format_name)
     return path
 
 
@@ -817,6 +817,18 @@ def _check_output_path(path: Path, source: Path | None, overwrite_input: bool) -
         raise OutputError(f"{path}: refusing to overwrite the input image (pass overwrite_input=True to allow it)")
 
 
+def copy_atomically(source: Path, target: Path) -> None:
+    """Copy ``source``'s bytes to ``target`` (an unchanged copy, not a re-encoding), atomically, keeping its times."""
+    import shutil
+
+    def copy(file: BinaryIO) -> None:
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, file)
+
+    write_atomically(Path(target), copy, "copy")
+    shutil.copystat(source, target)
+
+
 def _same_file(first: Path, second: Path) -> bool:
     try:
         return os.path.samefile(first, second)
@@ -824,8 +836,12 @@ def _same_file(first: Path, second: Path) -> bool:
         return first.resolve() == second.resolve()
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None], format_name: str) -> None:
-    """Let ``write`` fill a temporary file beside ``path``, sync it, then rename it over ``path``."""
+def write_atomically(path: Path, write: Callable[[BinaryIO], None], format_name: str = "file") -> None:
+    """Let ``write`` fill a temporary file beside ``path``, sync it, then rename it over ``path``.
+
+    Whatever fails, ``path`` is either untouched or complete and the temporary file is gone; OS errors become
+    OutputError (ResourceError when the disk is full). Every file tessera writes goes through here.
+    """
     temporary, file = _create_temporary(path)
     try:
         with file:

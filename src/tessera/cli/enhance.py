@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"no face found in {args.input} (detector {report.detector}); the output is an unchanged copy"
             + ("" if report.scale == (1.0, 1.0) else f" resized x{report.scale[0]:g}"))
         if report.scale == (1.0, 1.0) and _same_format(args.input, args.output):
-            path = _copy_file(args.input, args.output, overwrite=args.overwrite)
+            path = _copy_unchanged(args.input, args.output, overwrite=args.overwrite)
             say(f"wrote {path} in {time.perf_counter() - started:.1f}s")
             return 0
     path = write_output(result, args)
@@ -55,23 +53,14 @@ def _same_format(source: Path, target: Path) -> bool:
     return aliases.get(suffix, suffix) == aliases.get(target.suffix.lower(), target.suffix.lower())
 
 
-def _copy_file(source: Path, target: Path, *, overwrite: bool) -> Path:
-    """Copy the input's bytes (an unchanged copy, not a re-encoding), atomically; refuses to replace the input."""
+def _copy_unchanged(source: Path, target: Path, *, overwrite: bool) -> Path:
+    """The input's bytes as the output (no re-encoding); refuses to replace the input unless --overwrite."""
     from ..errors import OutputError
+    from ..image import copy_atomically
 
     if target.exists() and os.path.samefile(source, target):
         if not overwrite:
             raise OutputError(f"{target}: the output would replace the input (add --overwrite)")
         return target
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{target}: folder {folder} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    try:
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, target)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise OutputError(f"{target}: cannot write: {error.strerror or error}") from None
+    copy_atomically(source, target)
     return target

@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,9 +22,10 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from ..errors import ChecksumError, ModelError, ResourceError
+from ..image import write_atomically
 from .catalog import CATALOG, CatalogEntry, get_entry, model_path, models_dir, record_path
 
 # progress(bytes_done, bytes_total_or_None), called as chunks arrive
@@ -138,18 +138,6 @@ def read_record(entry: CatalogEntry, model_dir: str | os.PathLike[str] | None = 
         raise ModelError(f"{path}: unreadable pull record: {error}") from error
 
 
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Have ``write`` fill a temporary file in ``target``'s folder, then rename it onto ``target``."""
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        write(Path(temp))
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _write_record(entry: CatalogEntry, model_dir, *, url: str, download: Digests, stored: Digests) -> None:
     record = {
         "name": entry.name,
@@ -164,7 +152,7 @@ def _write_record(entry: CatalogEntry, model_dir, *, url: str, download: Digests
         "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     text = json.dumps(record, indent=2) + "\n"
-    _write_atomically(record_path(entry, model_dir), lambda temp: temp.write_text(text, encoding="utf-8"))
+    write_atomically(record_path(entry, model_dir), lambda file: file.write(text.encode("utf-8")), "JSON")
 
 
 # ---------------------------------------------------------------------------------------------------- pull
@@ -174,15 +162,14 @@ def _install(entry: CatalogEntry, download: Path, target: Path) -> None:
         os.replace(download, target)
         return
 
-    def extract(temp: Path) -> None:
+    def extract(sink: BinaryIO) -> None:
         try:
-            with zipfile.ZipFile(download) as archive, archive.open(entry.archive_member) as source, \
-                    open(temp, "wb") as sink:
+            with zipfile.ZipFile(download) as archive, archive.open(entry.archive_member) as source:
                 shutil.copyfileobj(source, sink, _CHUNK)
         except (zipfile.BadZipFile, KeyError) as error:
             raise ModelError(f"{entry.download_name}: cannot extract {entry.archive_member}: {error}") from error
 
-    _write_atomically(target, extract)
+    write_atomically(target, extract, "model file")
     download.unlink()
 
 

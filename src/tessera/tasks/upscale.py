@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from ..engine import ProgressCallback, Runtime, TilePlan, measure_context, tiled_apply
 from ..errors import OptionError
-from ..image import Picture
 from ..models.classical.lanczos import lanczos_model, resize
 from ..models.descriptor import Model
 from ..options import UpscaleOptions, parse_options
@@ -59,7 +58,7 @@ def plan_passes(model_scale: int, target: float) -> tuple[list[int], float]:
     return factors, remaining
 
 
-def _pooled(model: Model, factor: int) -> Model:
+def pooled(model: Model, factor: int) -> Model:
     """``model`` followed by ``s/factor`` average pooling: an exact, tileable pass of integer ``factor``."""
     if factor == model.scale:
         return model
@@ -87,7 +86,7 @@ def upscale(image: Any, *, model: str | Model | Any | None = None, scale: float 
     opts = parse_options(UpscaleOptions, model=model if isinstance(model, (str, type(None))) else None,
                          scale=scale, **options)
     picture, kind = open_picture(image)
-    network, weight_free = _resolve_model(model, opts, model_dir)
+    network, weight_free = resolve_model(model, opts, model_dir)
     target = opts.scale or (WEIGHT_FREE_DEFAULT_SCALE if weight_free else float(network.scale or 1))
     runtime = Runtime.create(opts.device, opts.precision, opts.max_memory, model=network,
                              progress=progress, cancel=cancel)
@@ -105,7 +104,7 @@ def upscale(image: Any, *, model: str | Model | Any | None = None, scale: float 
     pixels = picture.pixels
     for number, factor in enumerate(factors, 1):
         runtime.report("passes", number - 1, len(factors), f"pass {number}/{len(factors)}: x{factor}")
-        step = _pooled(network, factor)
+        step = pooled(network, factor)
         if opts.tile_pad == "auto" and step is not network:
             step.context = measure_context(network, runtime)
         pixels = tiled_apply(step, pixels, tile=opts.tile, pad=opts.tile_pad,
@@ -128,7 +127,7 @@ def _resize_pixels(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return out.astype(pixels.dtype)
 
 
-def _resolve_model(model: Any, opts: UpscaleOptions, model_dir: str | None) -> tuple[Model, bool]:
+def resolve_model(model: Any, opts: UpscaleOptions, model_dir: str | None) -> tuple[Model, bool]:
     """The network to run and whether it is the weight-free fallback."""
     if model is None:
         return lanczos_model(1), True

@@ -1,0 +1,85 @@
+"""Batch on Ray: a local Ray started by the test gives the same bytes as the local run (one Ray start per module)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
+
+from tessera.batch import read_report, run_batch
+from tessera.batch_ray import actor_plan
+from tessera.errors import OptionError
+from tessera.image import save_image
+from tessera.models.descriptor import Model
+
+ray = pytest.importorskip("ray")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def compact() -> Model:
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2).eval()
+    return Model(net, "compact", scale=2)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A Ray of 2 CPUs on this machine; its workers import tessera from this checkout."""
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def runs(local_ray, tmp_path_factory):
+    """Six photos and a broken file, run locally and on Ray."""
+    folder = tmp_path_factory.mktemp("batch")
+    rng = np.random.default_rng(7)
+    (folder / "in" / "sub").mkdir(parents=True)
+    for i in range(6):
+        where = folder / "in" / ("sub" if i % 2 else "") / f"photo{i}.png"
+        save_image((rng.random((40 + i, 56, 3)) * 255).astype(np.uint8), where)
+    (folder / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    local = run_batch("upscale", folder / "in", folder / "local", recursive=True, model=compact())
+    remote = run_batch("upscale", folder / "in", folder / "ray", recursive=True, model=compact(), ray="auto")
+    return folder, local, remote
+
+
+def test_ray_gives_the_same_bytes_as_the_local_run(runs):
+    folder, local, remote = runs
+    assert local.counts() == remote.counts() == {"done": 6, "skipped": 0, "failed": 1}
+    assert {o.file for o in remote.failed} == {"broken.png"}  # the bad file failed alone
+    workers = {o.worker for o in remote.outcomes if o.worker}
+    assert len(workers) == 2 and f":{os.getpid()}" not in " ".join(workers)  # written by two actors
+    for outcome in local.outcomes:
+        if outcome.status == "done":
+            mine = Path(outcome.output)
+            theirs = folder / "ray" / mine.relative_to(folder / "local")
+            assert theirs.read_bytes() == mine.read_bytes()
+
+
+def test_ray_resumes(runs):
+    folder, _local, _remote = runs
+    (folder / "in" / "broken.png").unlink()
+    for lost in ("photo0.png", "sub/photo1.png"):
+        (folder / "ray" / lost).unlink()
+    again = run_batch("upscale", folder / "in", folder / "ray", recursive=True, model=compact(), ray="auto",
+                      workers=1)
+    assert again.counts() == {"done": 2, "skipped": 4, "failed": 0}
+    assert {o.file for o in again.outcomes if o.status == "done"} == {"photo0.png", "sub/photo1.png"}
+    statuses = [line["status"] for line in read_report(folder / "ray" / "tessera-batch.jsonl")]
+    assert statuses.count("done") == 8
+
+
+def test_actor_plan():
+    assert actor_plan({"CPU": 8.0}, None, 100) == (8, {"num_cpus": 1})
+    assert actor_plan({"CPU": 16.0, "GPU": 4.0}, None, 100) == (4, {"num_gpus": 1, "num_cpus": 1})
+    assert actor_plan({"CPU": 16.0, "GPU": 2.0}, 4, 100) == (4, {"num_gpus": 0.5, "num_cpus": 1})
+    assert actor_plan({"CPU": 8.0}, None, 3)[0] == 3  # never more actors than images
+    with pytest.raises(OptionError):
+        actor_plan({"CPU": 8.0}, 0, 3)

@@ -1,0 +1,41 @@
+"""Local worker processes: the same bytes as one process, and a worker that dies takes only its own image down."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tessera.batch import run_batch
+from tessera.image import save_image
+from tessera.models.descriptor import Model
+
+CRASH_WIDTH = 33  # an image this wide kills the worker process that runs it
+
+
+class CrashOnWidth(torch.nn.Module):
+    """A 2x nearest-neighbour upscaler that ends its process abruptly on inputs CRASH_WIDTH pixels wide,
+    as a segfault or the kernel's out-of-memory killer would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == CRASH_WIDTH:
+            os._exit(3)
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_workers_match_one_process_and_a_crash_fails_alone(tmp_path):
+    rng = np.random.default_rng(3)
+    widths = [20, 21, CRASH_WIDTH, 22, 23]
+    (tmp_path / "in").mkdir()
+    for i, width in enumerate(widths):
+        save_image((rng.random((16, width, 3)) * 255).astype(np.uint8), tmp_path / "in" / f"p{i}.png")
+    model = Model(CrashOnWidth(), "crash-on-width", scale=2, context=0)
+    pooled = run_batch("upscale", tmp_path / "in", tmp_path / "pool", model=model, workers=2)
+    assert pooled.counts() == {"done": 4, "skipped": 0, "failed": 1}
+    assert pooled.failed[0].file == "p2.png" and "died" in pooled.failed[0].error
+    assert len({o.worker for o in pooled.outcomes if o.worker}) >= 2
+    single = run_batch("upscale", tmp_path / "in", tmp_path / "one", model=model, pattern="p[0134].png")
+    assert single.counts()["done"] == 4
+    for i in (0, 1, 3, 4):
+        assert (tmp_path / "pool" / f"p{i}.png").read_bytes() == (tmp_path / "one" / f"p{i}.png").read_bytes()

@@ -1,0 +1,190 @@
+"""Out-of-core images: lazy TIFF regions, streamed tiled BigTIFF output equal to the in-memory result."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
+
+from tessera import bigimage
+from tessera.bigimage import ArrayRegions, TiffRegions, stream_inpaint, stream_upscale
+from tessera.engine import tiled_apply
+from tessera.errors import ImageReadError, InputError, OptionError
+from tessera.models.descriptor import Model
+
+
+def compact(scale: int = 2, seed: int = 0) -> Model:
+    torch.manual_seed(seed)
+    net = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale).eval()
+    return Model(net, "compact", scale=scale)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    base = rng.random((9, 13, 3))
+    import cv2
+
+    smooth = cv2.resize(base, (203, 150), interpolation=cv2.INTER_CUBIC)
+    noisy = smooth + rng.normal(0, 0.05, smooth.shape)
+    return np.clip(noisy * 255, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("layout", [
+    {},                                              # uncompressed, contiguous: positioned reads
+    {"byteorder": ">"},                              # big-endian contiguous
+    {"tile": (32, 48), "compression": "zlib"},       # tiled and compressed: zarr store
+    {"rowsperstrip": 7, "compression": "zlib"},      # compressed strips
+])
+def test_regions_read_exactly_the_rectangle(tmp_path, photo, layout):
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(path, photo, **layout)
+    with TiffRegions(path) as reader:
+        assert reader.shape == photo.shape and reader.dtype == np.uint8
+        assert np.array_equal(reader.read(0, 150, 0, 203), photo)
+        assert np.array_equal(reader.read(17, 99, 41, 160), photo[17:99, 41:160])
+        assert np.array_equal(reader.read(149, 150, 202, 203), photo[149:, 202:])
+        with pytest.raises(OptionError):
+            reader.read(0, 151, 0, 10)
+
+
+def test_regions_refuse_what_cannot_be_streamed(tmp_path, photo):
+    path = tmp_path / "rotated.tif"
+    tifffile.imwrite(path, photo, extratags=[(274, "H", 1, 6, True)])
+    with pytest.raises(ImageReadError, match="orientation 6"):
+        TiffRegions(path)
+    with pytest.raises(ImageReadError, match="no such file"):
+        TiffRegions(tmp_path / "missing.tif")
+
+
+@pytest.mark.parametrize("dtype, layout", [(np.uint8, {}), (np.uint16, {"tile": (64, 64), "compression": "zlib"})])
+def test_streamed_upscale_equals_in_memory_tiling(tmp_path, photo, dtype, layout):
+    pixels = photo.astype(np.uint16) * 257 if dtype == np.uint16 else photo
+    source = tmp_path / "scan.tif"
+    tifffile.imwrite(source, pixels, **layout)
+    reports = []
+    out = stream_upscale(source, tmp_path / "big.tif", model=compact(), tile=48, report=reports)
+    expected = tiled_apply(compact(), pixels, tile=48)
+    with tifffile.TiffFile(out) as tiff:
+        page = tiff.pages.first
+        assert tiff.is_bigtiff and page.is_tiled
+        assert page.tilewidth == page.tilelength == reports[0].block * 2
+        result = page.asarray()
+    assert result.dtype == dtype and result.shape == expected.shape == (300, 406, 3)
+    assert np.abs(result.astype(np.int64) - expected).max() <= 1  # float rounding at most
+    assert reports[0].blocks == 4 * 5  # 150 / 48 -> 4 block rows, 203 / 48 -> 5 block columns
+
+
+def test_weight_free_stream_matches_the_upscale_task(tmp_path, photo):
+    from tessera.tasks.upscale import upscale
+
+    source = tmp_path / "scan.tif"
+    tifffile.imwrite(source, photo)
+    out = stream_upscale(source, tmp_path / "x2.tif")
+    assert np.array_equal(tifffile.imread(out), upscale(photo))
+
+
+def test_multi_pass_is_chained_per_block(tmp_path, photo):
+    from tessera.tasks.upscale import upscale
+
+    source = tmp_path / "scan.tif"
+    tifffile.imwrite(source, photo[:60, :70])
+    out = stream_upscale(source, tmp_path / "x4.tif", model=compact(), scale=4, tile=32)
+    expected = upscale(photo[:60, :70], model=compact(), scale=4, tile=32)
+    result = tifffile.imread(out)
+    assert result.shape == expected.shape == (240, 280, 3)
+    assert np.abs(result.astype(np.int64) - expected).max() <= 1
+
+
+def test_gray_and_alpha_keep_their_channels(tmp_path, photo):
+    gray = tmp_path / "gray.tif"
+    tifffile.imwrite(gray, photo[:, :, 1])
+    assert tifffile.imread(stream_upscale(gray, tmp_path / "g2.tif")).shape == (300, 406)
+    rgba = tmp_path / "rgba.tif"
+    alpha = np.full(photo.shape[:2], 200, np.uint8)
+    tifffile.imwrite(rgba, np.dstack([photo, alpha]), extrasamples=["unassalpha"], tile=(32, 32),
+                     compression="zlib")
+    result = tifffile.imread(stream_upscale(rgba, tmp_path / "a2.tif", model=compact(), tile=48))
+    assert result.shape == (300, 406, 4)
+    assert np.abs(result[:, :, 3].astype(int) - 200).max() <= 1  # a flat alpha stays flat through Lanczos
+
+
+def test_memory_follows_the_block_not_the_image(monkeypatch, tmp_path, photo):
+    """The largest region read (and so the largest array held) is the same for a 4x larger image."""
+    largest = []
+
+    def spy(self, y0, y1, x0, x1):
+        largest[-1] = max(largest[-1], (y1 - y0) * (x1 - x0))
+        return np.array(self.array[y0:y1, x0:x1])
+
+    monkeypatch.setattr(ArrayRegions, "read", spy)
+    tiles = []
+    for reps in (1, 2):
+        largest.append(0)
+        big = np.tile(photo, (reps, reps, 1))
+        report = []
+        stream_upscale(big, tmp_path / f"o{reps}.tif", tile=40, tile_pad=4, report=report)
+        tiles.append(report[0].blocks)
+    assert tiles[1] > 3 * tiles[0]
+    assert largest[0] == largest[1] == (40 + 2 * 4) ** 2  # one block and its context on both sides
+
+
+def test_streaming_refuses_what_it_cannot_do(tmp_path, photo):
+    source = tmp_path / "scan.tif"
+    tifffile.imwrite(source, photo)
+    with pytest.raises(OptionError, match="integer scale"):
+        stream_upscale(source, tmp_path / "o.tif", scale=1.5)
+    with pytest.raises(OptionError, match="tif"):
+        stream_upscale(source, tmp_path / "o.png")
+    with pytest.raises(OptionError, match="power of 2"):
+        stream_upscale(source, tmp_path / "o.tif", model=compact(), scale=6)
+
+
+@pytest.fixture(scope="module")
+def astronaut_pair(tmp_path_factory):
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("inpaint")
+    image = np.ascontiguousarray(np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1))
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[100:130, 200:260] = 255   # two holes near each other, one far away
+    mask[300:302, 500:520] = 255
+    mask[400:420, 900:1000] = 255
+    tifffile.imwrite(folder / "photo.tif", image, tile=(128, 128), compression="zlib")
+    tifffile.imwrite(folder / "mask.tif", mask)
+    return folder, image, mask
+
+
+def test_streamed_inpaint_equals_in_memory_inpaint(tmp_path, astronaut_pair):
+    from tessera.tasks.inpaint import inpaint
+
+    folder, image, mask = astronaut_pair
+    reports = []
+    out = stream_inpaint(folder / "photo.tif", folder / "mask.tif", tmp_path / "filled.tif", model="telea",
+                         report=reports)
+    result = tifffile.imread(out)
+    assert np.array_equal(result[mask == 0], image[mask == 0])   # outside the holes: the input, bit for bit
+    assert (result[mask > 0] != image[mask > 0]).any(axis=1).mean() > 0.9
+    assert np.array_equal(result, inpaint(image, mask, model="telea"))
+    assert reports[0].regions == 2   # the two near holes share a crop
+    assert not list(tmp_path.glob(".tessera-*"))  # scratch removed
+
+
+def test_inpaint_mask_must_match(tmp_path, astronaut_pair):
+    folder, image, _mask = astronaut_pair
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((10, 10), np.uint8))
+    with pytest.raises(InputError, match="photo's size"):
+        stream_inpaint(folder / "photo.tif", tmp_path / "small.tif", tmp_path / "o.tif", model="telea")
+    tifffile.imwrite(tmp_path / "empty.tif", np.zeros(image.shape[:2], np.uint8))
+    with pytest.raises(InputError, match="empty"):
+        stream_inpaint(folder / "photo.tif", tmp_path / "empty.tif", tmp_path / "o.tif", model="telea")
+
+
+def test_needs_streaming_follows_the_budget(tmp_path, photo):
+    source = tmp_path / "scan.tif"
+    tifffile.imwrite(source, photo)
+    need = bigimage.in_memory_bytes(203, 150, scale=2, itemsize=1, channels=3)
+    assert bigimage.in_memory_estimate(source, scale=2) == (203, 150, need)
+    assert bigimage.needs_streaming(source, scale=2, max_ram=need - 1)
+    assert not bigimage.needs_streaming(source, scale=2, max_ram=need)
