@@ -47,6 +47,10 @@ def ramp_alpha(photo: np.ndarray) -> np.ndarray:
     height, width = photo.shape[:2]
     return np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
 
+# Every format with each bit depth it stores.
+FORMATS_AND_DEPTHS = [(".png", np.uint8), (".png", np.uint16), (".jpg", np.uint8), (".webp", np.uint8),
+                      (".tif", np.uint8), (".tif", np.uint16)]
+
 
 def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -422,17 +426,7 @@ def test_jpeg_exif_orientation_6_is_transposed_and_reset(tmp_path: Path, photo: 
     np.testing.assert_array_equal(again.pixels, picture.pixels)
 
 
-@pytest.mark.parametrize(
-    "suffix, dtype",
-    [
-        (".png", np.uint8),
-        (".png", np.uint16),
-        (".jpg", np.uint8),
-        (".webp", np.uint8),
-        (".tif", np.uint8),
-        (".tif", np.uint16),
-    ],
-)
+@pytest.mark.parametrize("suffix, dtype", FORMATS_AND_DEPTHS)
 def test_icc_and_exif_are_carried(tmp_path: Path, photo: np.ndarray, suffix: str, dtype: type) -> None:
     profile = srgb_profile()
     pixels = photo if dtype == np.uint8 else photo.astype(np.uint16) * 257
@@ -518,17 +512,7 @@ def test_missing_file_folder_text_and_empty_file(tmp_path: Path) -> None:
         read_image_size(tmp_path / "missing.png")
 
 
-@pytest.mark.parametrize(
-    "suffix, dtype",
-    [
-        (".png", np.uint8),
-        (".png", np.uint16),
-        (".jpg", np.uint8),
-        (".webp", np.uint8),
-        (".tif", np.uint8),
-        (".tif", np.uint16),
-    ],
-)
+@pytest.mark.parametrize("suffix, dtype", FORMATS_AND_DEPTHS)
 def test_truncated_files_are_refused(tmp_path: Path, photo: np.ndarray, suffix: str, dtype: type) -> None:
     pixels = photo if dtype == np.uint8 else photo.astype(np.uint16) * 257
     whole = save_image(pixels, tmp_path / f"whole{suffix}").read_bytes()
