@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "pull_model": "tessera.models.download",
     # tasks
     "upscale": "tessera.tasks.upscale",
+    "inpaint": "tessera.tasks.inpaint",
+    "stitch": "tessera.tasks.inpaint",
     "enhance_faces": "tessera.tasks.faces",
     "FaceReport": "tessera.tasks.faces",
     "detect_faces": "tessera.faces.detect",

@@ -36,7 +36,7 @@ def _peak_rss_bytes() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .engine import _fmt_bytes
+    from .options import format_bytes
     from .image import Picture, save_image
     from .tasks.upscale import UpscaleReport, upscale
 
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finish  {report.finish}")
     print(f"output  {output} ({result.width}x{result.height}, {result.width * result.height / 1e6:.0f} MP)")
     print(f"time    {elapsed:.1f} s for the upscale")
-    print(f"memory  peak RSS {_fmt_bytes(_peak_rss_bytes())} "
-          f"(input + output pixels: {_fmt_bytes(mosaic.nbytes + result.pixels.nbytes)}; "
-          f"before the upscale: {_fmt_bytes(baseline)})")
+    print(f"memory  peak RSS {format_bytes(_peak_rss_bytes())} "
+          f"(input + output pixels: {format_bytes(mosaic.nbytes + result.pixels.nbytes)}; "
+          f"before the upscale: {format_bytes(baseline)})")
     return 0
 
 

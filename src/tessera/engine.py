@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from .errors import CancelledError, OptionError, ResourceError
 from .image import from_float, to_float
 from .models.descriptor import PRECISION_DTYPES, Model
+from .options import format_bytes
 from .tiling import Canvas, Tile, plan_grid, split_tile
 
 # ----------------------------------------------------------------------------------------------- progress
@@ -175,10 +176,11 @@ def free_memory(device: torch.device) -> None:
     elif device.type == "mps":
         torch.mps.empty_cache()
     else:
-        _trim_host_heap()
+        trim_host_heap()
 
 
-def _trim_host_heap() -> None:
+def trim_host_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it per thread otherwise); a no-op elsewhere."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -210,7 +212,7 @@ class _HostPeak:
             time.sleep(0.0005)
 
     def __enter__(self) -> "_HostPeak":
-        _trim_host_heap()
+        trim_host_heap()
         self.base = self._rss()
         self.peak = self.base
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -405,9 +407,9 @@ def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: in
     tile = window - 2 * pad
     if tile < max(_MIN_TILE, align):
         raise ResourceError(
-            f"memory budget {_fmt_bytes(runtime.budget)} is too small for {model.name}: a "
+            f"memory budget {format_bytes(runtime.budget)} is too small for {model.name}: a "
             f"{_MIN_TILE}px tile with {pad}px context needs "
-            f"{_fmt_bytes(memory.bytes_for(_MIN_TILE + 2 * pad, _MIN_TILE + 2 * pad))}")
+            f"{format_bytes(memory.bytes_for(_MIN_TILE + 2 * pad, _MIN_TILE + 2 * pad))}")
     if runtime.device.type == "cpu":
         efficient = math.ceil(2 * pad / (math.sqrt(_CPU_TILE_OVERHEAD) - 1))
         tile = min(tile, max(256, efficient))
@@ -422,16 +424,6 @@ def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: in
         side = min(tile + 2 * pad, height), min(tile + 2 * pad, width)
         batch = max(1, min(_MAX_BATCH, memory.max_pixels(runtime.budget, 1) // max(side[0] * side[1], 1)))
     return tile, batch
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-# ----------------------------------------------------------------------------------------------- running
 
 
 def _forward(model: Model, batch: np.ndarray, runtime: Runtime, masks: np.ndarray | None = None) -> torch.Tensor:
@@ -508,7 +500,7 @@ def run_model(model: Model, images: Sequence[np.ndarray], runtime: Runtime, *,
                 if size == 1:
                     raise ResourceError(
                         f"out of memory running {model.name} on one {shape[1]}x{shape[0]} input on "
-                        f"{runtime.device} (budget {_fmt_bytes(runtime.budget)})") from None
+                        f"{runtime.device} (budget {format_bytes(runtime.budget)})") from None
                 size = max(1, size // 2)
                 continue
             for i, result in zip(chunk, out.permute(0, 2, 3, 1).numpy()):
@@ -672,7 +664,7 @@ def _back_off(model: Model, pending: list[Tile], failed: list[Tile], runtime: Ru
     if smaller < _MIN_TILE or smaller >= info.tile:
         raise ResourceError(
             f"out of memory running {model.name} on {runtime.device} even with a {info.tile}px tile and "
-            f"batch 1 (budget {_fmt_bytes(runtime.budget)}); free memory or lower --max-memory")
+            f"batch 1 (budget {format_bytes(runtime.budget)}); free memory or lower --max-memory")
     info.tile = smaller
     info.backoffs.append(f"tile -> {smaller}")
     replanned: list[Tile] = []

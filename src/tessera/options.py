@@ -34,6 +34,17 @@ def parse_size(value: Any) -> int | None:
     return size
 
 
+def format_bytes(n: float) -> str:
+    """A byte count for people: ``1.5 GiB``, ``312.0 MiB``, ``512 B`` (the inverse of :func:`parse_size`)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+# ----------------------------------------------------------------------------------------------- running
+
+
 def _auto_or_int(value: Any) -> Any:
     """Accept ``"auto"`` or anything that reads as an integer (CLI strings included)."""
     if isinstance(value, str) and value.strip().lower() != "auto":

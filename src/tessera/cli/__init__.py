@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 from ..errors import TesseraError
 
 # Command modules, in the order `tessera --help` lists them.
-COMMANDS = ["upscale", "enhance", "batch", "resize", "models"]
+COMMANDS = ["inpaint", "enhance", "upscale", "batch", "resize", "serve", "clean", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

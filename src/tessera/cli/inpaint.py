@@ -6,12 +6,11 @@ files ``inpaint --save-regions DIR`` wrote, after some were fixed by hand.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
 
-from . import ProgressBar, add_options, add_output_arguments, options_from_args, say, write_output
+from . import add_output_arguments, add_task_arguments, run_task, say, write_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,13 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "inpaint", help="remove objects and defects: LaMa or weight-free methods, cost follows the mask",
         description="Fill the masked parts of a photo. Only pixels inside the (grown) mask change.")
-    parser.add_argument("input", type=Path, help="input image")
     parser.add_argument("--mask", required=True, type=Path,
                         help="mask image: white (above 127) or opaque alpha marks the pixels to fill")
-    add_output_arguments(parser)
-    parser.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_options(parser, InpaintOptions, title="inpaint and engine options")
+    add_task_arguments(parser, InpaintOptions, title="inpaint and engine options")
     parser.set_defaults(func=run)
 
     stitch = subparsers.add_parser(
@@ -39,24 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..image import load_image
     from ..options import InpaintOptions
     from ..tasks.inpaint import inpaint
 
-    picture = load_image(args.input)
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
-    reports: list = []
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = inpaint(picture, str(args.mask), progress=bar, model_dir=args.model_dir, report=reports,
-                             **options_from_args(args, InpaintOptions))
+            result, report = run_task(args, lambda picture, **kw: inpaint(picture, str(args.mask), **kw),
+                                      InpaintOptions)
         finally:
-            bar.close()
             _show(caught)
     path = write_output(result, args)
-    report = reports[0]
     if report.fallback:
         say(report.fallback)
     say(f"inpainted {report.describe()}")

@@ -9,6 +9,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..options import format_bytes
+
 EXIT_MISMATCH = 2
 
 
@@ -40,17 +42,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- commands
-def _human_size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
-
-
 def _short_license(text: str) -> str:
     return text.split(" (")[0]
 
@@ -70,7 +61,8 @@ def list_models(model_dir: str | None) -> int:
         size = path.stat().st_size if cached else entry.size_bytes
         task = f"{entry.task} (helper)" if entry.auxiliary else entry.task
         checksum = entry.checksum_kind if entry.checksum_kind != "none" else "none (recorded on pull)"
-        rows.append((entry.name, task, entry.architecture, _short_license(entry.license), _human_size(size),
+        size_text = format_bytes(size) if size is not None else "?"
+        rows.append((entry.name, task, entry.architecture, _short_license(entry.license), size_text,
                      "yes" if cached else "no", checksum))
     print(f"model cache: {models_dir(model_dir)}")
     print(_table(rows))

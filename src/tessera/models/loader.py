@@ -118,6 +118,34 @@ _FACE_ARCHITECTURES: dict[str, _FaceTraits] = {
 
 
 # ---------------------------------------------------------------------------------------------------- wrapping
+def _spectral_in_fp32(network: Any) -> None:
+    """Make LaMa's Fourier units compute in float32 whatever precision the rest of the network runs in.
+
+    torch.fft has no bfloat16 kernels and does float16 only at power-of-two sizes, and spandrel's LaMa casts to
+    float32 only for CUDA float16. So in bf16 (the engine's GPU choice when a model declares it) each
+    ``FourierUnit`` gets its input in float32, keeps its own small convolution in float32, and hands back the
+    network's dtype: the spatial convolutions, which hold most of the work, stay in half precision. No effect
+    in float32; applied once per network, when it is loaded.
+    """
+    if not isinstance(network, torch.nn.Module):
+        return
+    for unit in network.modules():
+        if type(unit).__name__ != "FourierUnit" or unit.__dict__.get("_tessera_spectral_fp32"):
+            continue
+        unit.forward = _float32_forward(unit, unit.forward)
+        unit._tessera_spectral_fp32 = True
+
+
+def _float32_forward(unit: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]):
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            unit.float()
+            return forward(x.float()).to(x.dtype)
+        return forward(x)
+
+    return run
+
+
 def from_descriptor(descriptor: ModelBase[Any], *, name: str | None = None, source: str | None = None,
                     entry: CatalogEntry | None = None) -> Model:
     """Wrap a spandrel descriptor into a Model; a catalog ``entry`` fills the name, licence and face metadata.
@@ -136,6 +164,9 @@ def from_descriptor(descriptor: ModelBase[Any], *, name: str | None = None, sour
         face_template = traits.template
         call_fn = traits.call_fn or call_fn
     extra: dict[str, Any] = {"tags": list(descriptor.tags), "purpose": descriptor.purpose}
+    if arch_id == "LaMa":  # Fourier convolutions: half precision needs power-of-two sizes, and bf16 no FFT at all
+        extra["fft"] = True
+        _spectral_in_fp32(descriptor.model)
     if entry is not None:
         face_size = entry.face_size or face_size
         face_template = entry.face_template or face_template

@@ -1,0 +1,8 @@
+"""The local web UI (Gradio): Inpaint, Faces and Upscale tabs over the same task functions as the CLI.
+
+``tessera serve`` starts it (:mod:`tessera.cli.serve`); :func:`tessera.web.app.build_app` builds it for tests or
+embedding. Modules: ``app`` (page and handlers), ``jobs`` (job board, cancel, progress, errors), ``limits``
+(upload and result limits), ``results`` (previews, saved results), ``retention`` (output folder and sweeps),
+``controls`` (controls from the option schema), ``i18n`` (English and Simplified Chinese), ``access`` (host and
+password rules). Importing this package imports nothing heavy; ``app`` imports gradio.
+"""

@@ -1,0 +1,258 @@
+"""Inpainting at a cost that follows the mask: LaMa (or any inpainting network) and weight-free methods.
+
+The flow: prepare the mask (load, fit, grow; :mod:`tessera.masks`), plan one crop per group of holes
+(:mod:`.inpaint_plan`), run the crops through the model in batches of one shape (:func:`tessera.engine.run_model`),
+and paste each result back into its own holes only (:mod:`.inpaint_paste`). A 40-MP photo with a few marks
+costs about what the marks' crops cost, and every pixel outside the grown mask is the input's, bit for bit.
+
+``stitch`` puts the region files written by ``save_regions`` back, after a user has fixed some by hand.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..engine import ProgressCallback, ProgressEvent, Runtime, fits, run_model
+from ..errors import OptionError
+from ..image import from_float, to_float
+from ..masks import coverage, prepare_mask
+from ..models.classical.inpaint import WEIGHT_FREE_INPAINT
+from ..models.descriptor import Model
+from ..options import InpaintOptions, parse_options
+from .common import deliver, open_picture
+from .inpaint_paste import RegionWriter, paste_region, stitch_pixels, to_gray
+from .inpaint_plan import MIN_RUN_SIDE, QUANTUM, Region, Sizing, plan_regions
+
+LAMA = "big-lama"                 # catalog name of the network `--model auto` uses when it is cached
+DEFAULT_WEIGHT_FREE = "telea"     # best mean PSNR and SSIM in the holes: bench/inpaint_quality.py
+CHUNK_PIXELS = 16 << 20           # network input pixels prepared at once (host memory stays bounded)
+CHUNK_REGIONS = 32
+
+
+@dataclass
+class InpaintReport:
+    """What an inpaint did: the model, the regions it ran, and the notice when LaMa was not available."""
+
+    model: str
+    strategy: str
+    device: str
+    precision: str
+    coverage: float
+    regions: list[Region] = field(default_factory=list)
+    weight_free: bool = False
+    fallback: str | None = None
+    manifest: Path | None = None
+
+    def describe(self) -> str:
+        scaled = sum(r.downscaled for r in self.regions)
+        detail = f", {scaled} downscaled" if scaled else ""
+        return (f"{len(self.regions)} region(s){detail} with {self.model} ({self.strategy}) on {self.device} "
+                f"{self.precision}; mask covers {self.coverage:.2%}")
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def resolve_inpaint_model(model: Any, model_dir: str | None = None) -> tuple[Model, str | None]:
+    """The model to run, and a notice when ``auto`` fell back to the weight-free method.
+
+    ``model``: ``auto`` (LaMa when its weights are cached, else the best weight-free method), ``lama`` or any
+    catalog name or path, ``patchmatch``, ``telea``, or a loaded model (tessera Model, spandrel descriptor).
+    """
+    notice = None
+    if isinstance(model, str):
+        name = model.strip().lower()
+        if name in WEIGHT_FREE_INPAINT:
+            return WEIGHT_FREE_INPAINT[name](), None
+        if name == "auto":
+            from ..models.catalog import get_entry, model_path
+
+            path = model_path(get_entry(LAMA), model_dir)
+            if not path.is_file():
+                notice = (f"LaMa weights are not in the cache ({path}): used the weight-free {DEFAULT_WEIGHT_FREE} "
+                          f"method; for LaMa run `tessera models pull {LAMA}`")
+                return WEIGHT_FREE_INPAINT[DEFAULT_WEIGHT_FREE](), notice
+            model = LAMA
+        from ..models.loader import load_model
+
+        network = load_model(model, model_dir=model_dir)
+    else:
+        from ..models.loader import as_model
+
+        network = as_model(model)
+    if network.task != "inpaint":
+        raise OptionError(f"model {network.name} is a {network.task} model, not an inpainting one")
+    return network, notice
+
+
+def is_weight_free(model: Model) -> bool:
+    return bool(model.extra.get("weight_free"))
+
+
+def sizing_for(model: Model, runtime: Runtime, max_size: int | None) -> Sizing:
+    """Crop shapes for ``model`` on ``runtime``: multiples of 64 (power-of-two sides where an FFT network runs
+    in half precision), capped by ``max_size``, checked against the memory budget."""
+    if is_weight_free(model):
+        return Sizing(quantum=1, pow2=False, max_size=max_size, fits=None)
+    fft = bool(model.extra.get("fft"))
+    multiple = max(1, model.size_requirements.multiple_of)
+    quantum = QUANTUM * multiple // math.gcd(QUANTUM, multiple)
+    return Sizing(quantum=quantum, pow2=fft and runtime.precision in ("fp16", "bf16"), max_size=max_size,
+                  fits=lambda height, width: fits(model, height, width, runtime))
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def region_input(pixels: np.ndarray, mask: np.ndarray, region: Region) -> tuple[np.ndarray, np.ndarray]:
+    """The network's input for ``region``: float32 crop and 0/1 mask, downscaled and padded as planned."""
+    crop = to_float(pixels[region.crop.slices])
+    hole = mask[region.crop.slices]
+    if region.downscaled:
+        height, width = region.run_shape
+        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+        # a run pixel is a hole when any part of it is: the fill then covers every full-size hole pixel
+        hole = cv2.resize(hole.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 1e-6
+    if region.pad_to is not None:
+        extra = ((0, region.pad_to[0] - crop.shape[0]), (0, region.pad_to[1] - crop.shape[1]))
+        crop = np.pad(crop, (*extra, (0, 0)), mode="reflect")
+        hole = np.pad(hole, extra, mode="reflect")
+    return np.ascontiguousarray(crop, dtype=np.float32), hole.astype(np.float32)
+
+
+def region_output(result: np.ndarray, region: Region) -> np.ndarray:
+    """The network's output back at the crop's size (padding removed, upscaled when it ran downscaled)."""
+    height, width = region.run_shape
+    result = result[:height, :width]
+    if region.downscaled:
+        result = cv2.resize(result, (region.crop.width, region.crop.height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(result, 0.0, 1.0)
+
+
+def _input_shape(region: Region) -> tuple[int, int]:
+    return region.pad_to or region.run_shape
+
+
+def _chunks(regions: Sequence[Region]) -> Iterator[list[int]]:
+    """Region indices in runs of one input shape, each run bounded in count and pixels."""
+    order = sorted(range(len(regions)), key=lambda i: _input_shape(regions[i]))
+    chunk: list[int] = []
+    pixels = 0
+    for index in order:
+        shape = _input_shape(regions[index])
+        size = shape[0] * shape[1]
+        if chunk and (len(chunk) >= CHUNK_REGIONS or pixels + size > CHUNK_PIXELS
+                      or _input_shape(regions[chunk[0]]) != shape):
+            yield chunk
+            chunk, pixels = [], 0
+        chunk.append(index)
+        pixels += size
+    if chunk:
+        yield chunk
+
+
+def _progress_offset(runtime: Runtime, offset: int, total: int) -> Runtime:
+    """A view of ``runtime`` whose progress counts ``offset`` regions already done out of ``total``."""
+    if runtime.progress is None:
+        return runtime
+    parent = runtime.progress
+
+    def forward(event: ProgressEvent) -> None:
+        done = event.done + offset
+        eta = event.elapsed / done * (total - done) if done else None
+        parent(dataclasses.replace(event, done=done, total=total, eta=eta))
+
+    return dataclasses.replace(runtime, progress=forward)
+
+
+def run_regions(model: Model, pixels: np.ndarray, mask: np.ndarray, regions: Sequence[Region], runtime: Runtime,
+                *, batch: int | str = "auto") -> Iterator[tuple[Region, np.ndarray]]:
+    """Run every region through ``model`` (same shapes batched); yields each region with its float32 result
+    at crop size, as soon as its batch is back."""
+    done = 0
+    for chunk in _chunks(regions):
+        runtime.check_cancelled()
+        prepared = [region_input(pixels, mask, regions[i]) for i in chunk]
+        outputs = run_model(model, [p[0] for p in prepared], _progress_offset(runtime, done, len(regions)),
+                            masks=[p[1] for p in prepared], batch=batch, stage="regions")
+        del prepared
+        for index, output in zip(chunk, outputs):
+            yield regions[index], region_output(output, regions[index])
+        done += len(chunk)
+
+
+# ---------------------------------------------------------------------------------------------- API
+
+
+def inpaint(image: Any, mask: Any, *, model: str | Model | Any = "auto", progress: ProgressCallback | None = None,
+            cancel: threading.Event | None = None, model_dir: str | None = None,
+            report: list[InpaintReport] | None = None, **options: Any) -> Any:
+    """Fill the masked parts of ``image`` and return the result in the form given (path -> Picture).
+
+    ``image``: a path, a :class:`~tessera.image.Picture` or a numpy array (HxW, HxWx3, HxWx4; uint8, uint16,
+    float32). ``mask``: a path, a Picture or an array: grey, white-on-black RGB, or RGBA (alpha); above 127 is
+    a hole. ``model``: ``auto`` (LaMa if cached, else the weight-free default), ``lama``, a name or path,
+    ``patchmatch``, ``telea``, or a loaded model. Options (validated by :class:`~tessera.options.InpaintOptions`):
+    ``strategy`` (auto, crop, resize, full), ``crop_margin``, ``max_size``, ``grow``, ``feather``,
+    ``resize_mask``, ``save_regions`` and the engine's ``device``, ``precision``, ``max_memory``, ``tile_batch``.
+    Pixels outside the grown mask, alpha and metadata are returned unchanged. ``report``: a list that receives
+    an :class:`InpaintReport`.
+    """
+    opts = parse_options(InpaintOptions, model=model if isinstance(model, str) else "auto", **options)
+    max_size = None if opts.max_size == "auto" else int(opts.max_size)
+    if max_size is not None and max_size < MIN_RUN_SIDE:
+        raise OptionError(f"option max_size: must be at least {MIN_RUN_SIDE} px or auto (got {max_size})")
+    picture, kind = open_picture(image)
+    pixels = picture.pixels
+    grown = prepare_mask(mask, pixels.shape[:2], grow=opts.grow, resize=opts.resize_mask)
+    network, notice = resolve_inpaint_model(model, model_dir)
+    runtime = Runtime.create(opts.device, opts.precision, opts.max_memory, model=network,
+                             progress=progress, cancel=cancel)
+    regions = plan_regions(grown, strategy=opts.strategy, margin=opts.crop_margin,
+                           sizing=sizing_for(network, runtime, max_size))
+    writer = None
+    if opts.save_regions is not None:
+        writer = RegionWriter(opts.save_regions, photo=picture, feather=opts.feather, strategy=opts.strategy,
+                              model=network.name)
+    out = pixels.copy()
+    for region, result in run_regions(network, pixels, grown, regions, runtime, batch=opts.tile_batch):
+        if picture.gray:
+            result = to_gray(result)
+        result = from_float(result, out.dtype)
+        paste = region.paste_mask(grown)
+        paste_region(out, pixels, region.crop, paste, result, opts.feather)
+        if writer is not None:
+            writer.add(region, pixels[region.crop.slices], paste, result)
+    manifest = writer.finish() if writer is not None else None
+    if report is not None:
+        report.append(InpaintReport(
+            model=network.name, strategy=opts.strategy, device=str(runtime.device), precision=runtime.precision,
+            coverage=coverage(grown), regions=list(regions), weight_free=is_weight_free(network),
+            fallback=notice, manifest=manifest))
+    return deliver(picture.with_pixels(out), kind)
+
+
+def stitch(manifest: str | Path, image: Any = None) -> Any:
+    """Put the region results of a ``save_regions`` manifest (edited or not) back into the photo.
+
+    ``image``: the photo (path, Picture or array); default: the input file the manifest names. Only pixels of
+    each region's mask change, blended with the manifest's feather; the result comes back in the form given
+    (a Picture for a path or the default).
+    """
+    from .inpaint_paste import read_manifest
+
+    if image is None:
+        source = read_manifest(manifest).get("input")
+        if not source:
+            raise OptionError(f"manifest {manifest} names no input photo (it came from an array): give the photo")
+        image = source
+    picture, kind = open_picture(image)
+    return deliver(picture.with_pixels(stitch_pixels(manifest, picture)), kind)

@@ -1,0 +1,138 @@
+"""The web UI's labels in English and Simplified Chinese.
+
+Gradio translates in the browser: components get :class:`gradio.i18n.I18nData` keys (``t("tab.inpaint")``), and
+the page shows the language of the browser, switchable in Gradio's Settings panel (footer, "Settings" ->
+"Language"). Option labels and help texts are keyed by the option's field name in :mod:`tessera.options`
+(``opt.<field>`` and ``opt.<field>.info``), so every control built from the schema has both languages.
+Messages made on the server (errors, progress) stay in English: they name files and values, and they are the
+same as the CLI's.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+LANGUAGES = ("en", "zh-CN")
+
+# key: (English, Simplified Chinese)
+_TEXT: dict[str, tuple[str, str]] = {
+    "app.title": ("## tessera: photo restoration", "## tessera：照片修复"),
+    "app.intro": (
+        ("Remove objects and defects, enhance faces, upscale photos of any size. Everything runs on this "
+         "computer; results are kept in the output folder and deleted after the retention period."),
+        "去除物体与瑕疵、增强人脸、放大任意尺寸的照片。全部在本机运行；结果保存在输出目录中，超过保留期限后自动删除。"),
+    "app.memory": ("Device memory", "设备内存"),
+    "app.memory_high": ("over 90% in use: jobs may fail or slow down", "占用超过 90%：任务可能失败或变慢"),
+    "app.language_hint": ("Language: Settings (page footer) -> Language", "语言：页面底部 Settings（设置）-> Language（语言）"),
+    "tab.inpaint": ("Inpaint", "消除修复"),
+    "tab.faces": ("Faces", "人脸增强"),
+    "tab.upscale": ("Upscale", "放大"),
+    "photo": ("Photo", "照片"),
+    "editor": ("Paint over what to remove (brush; eraser to correct)", "用画笔涂抹要去除的部分（可用橡皮擦修改）"),
+    "detected": ("Detected faces", "检测到的人脸"),
+    "compare": ("Before / after", "处理前 / 处理后"),
+    "result": ("Result at full resolution (download)", "全分辨率结果（下载）"),
+    "status": ("Status", "状态"),
+    "format": ("Output format", "输出格式"),
+    "quality": ("Quality (JPEG, WEBP)", "质量（JPEG、WEBP）"),
+    "run.inpaint": ("Inpaint", "开始修复"),
+    "run.enhance": ("Enhance faces", "增强人脸"),
+    "run.upscale": ("Upscale", "开始放大"),
+    "cancel": ("Cancel", "取消"),
+    "advanced": ("Advanced settings", "高级设置"),
+    "advanced.engine": ("Engine", "运行设置"),
+    "advanced.inpaint": ("Inpainting", "修复"),
+    "advanced.faces": ("Faces", "人脸"),
+    "done": ("Done", "完成"),
+    "faces_found": ("Faces found", "检测到人脸数"),
+    # options (labels: opt.<field>; help: opt.<field>.info)
+    "opt.device": ("Device", "设备"),
+    "opt.device.info": ("auto: CUDA, then MPS, then CPU", "auto：优先 CUDA，其次 MPS，最后 CPU"),
+    "opt.precision": ("Precision", "精度"),
+    "opt.precision.info": ("auto: fp16/bf16 on a GPU where the model supports it, fp32 on the CPU",
+                           "auto：GPU 上在模型支持时用 fp16/bf16，CPU 上用 fp32"),
+    "opt.max_memory": ("Max memory", "最大内存"),
+    "opt.max_memory.info": ("budget for device memory, e.g. 4G; empty: what is free",
+                            "设备内存预算，例如 4G；留空表示使用当前空闲内存"),
+    "opt.tile": ("Tile size", "分块大小"),
+    "opt.tile.info": ("pixels, or auto (largest that fits the memory budget)", "像素数，或 auto（内存预算内最大的分块）"),
+    "opt.tile_pad": ("Tile pad", "分块边距"),
+    "opt.tile_pad.info": ("context around each tile in pixels, or auto (measured)", "每个分块周围的上下文像素，或 auto（自动测量）"),
+    "opt.tile_batch": ("Tile batch", "分块批量"),
+    "opt.tile_batch.info": ("tiles (or regions, faces) per batch, or auto", "每批处理的分块（或区域、人脸）数，或 auto"),
+    "opt.blend": ("Blend", "拼接方式"),
+    "opt.blend.info": ("crop: exact for local networks; feather: also blend the inner overlap",
+                       "crop：对局部网络精确；feather：同时羽化内部重叠区"),
+    "opt.model": ("Model", "模型"),
+    "opt.model.info": ("a name from the list or a path to a weight file", "从列表中选择，或填写权重文件路径"),
+    "opt.scale": ("Scale", "放大倍数"),
+    "opt.scale.info": ("auto: the model's own factor (2 for Lanczos); up to 8", "auto：模型自身倍数（Lanczos 为 2）；最大 8"),
+    "opt.sharpen": ("Sharpen", "锐化"),
+    "opt.sharpen.info": ("unsharp-mask amount for the weight-free method", "无权重方法的 USM 锐化强度"),
+    "opt.strategy": ("Strategy", "处理策略"),
+    "opt.strategy.info": ("how regions are run: crop around holes, resize, or the full photo",
+                          "区域处理方式：围绕空洞裁剪、缩放或整张照片"),
+    "opt.crop_margin": ("Crop margin", "裁剪边距"),
+    "opt.crop_margin.info": ("context around each hole in pixels, or auto", "每个空洞周围的上下文像素，或 auto"),
+    "opt.max_size": ("Max size", "最大尺寸"),
+    "opt.max_size.info": ("never run the network above this many pixels per side, or auto",
+                          "网络输入每边不超过此像素数，或 auto"),
+    "opt.grow": ("Mask grow", "蒙版扩展"),
+    "opt.grow.info": ("dilate the mask by this many pixels", "将蒙版向外扩展的像素数"),
+    "opt.feather": ("Mask feather", "蒙版羽化"),
+    "opt.feather.info": ("blend band inside the mask edge, in pixels", "蒙版边缘内侧的过渡带宽度（像素）"),
+    "opt.upscale": ("Upscale the photo", "整体放大倍数"),
+    "opt.upscale.info": ("output scale of the whole photo", "整张照片的输出倍数"),
+    "opt.background": ("Background", "背景处理"),
+    "opt.background.info": ("none, lanczos, or an upscaling model for the background", "none、lanczos，或用于背景的放大模型"),
+    "opt.strength": ("Strength", "强度"),
+    "opt.strength.info": ("blend of the restored face with the original", "修复后人脸与原图的混合比例"),
+    "opt.fidelity": ("Fidelity", "保真度"),
+    "opt.fidelity.info": ("CodeFormer fidelity weight", "CodeFormer 保真权重"),
+    "opt.face_batch": ("Face batch", "人脸批量"),
+    "opt.face_batch.info": ("faces per batch, or auto", "每批处理的人脸数，或 auto"),
+    "opt.min_face": ("Smallest face", "最小人脸"),
+    "opt.min_face.info": ("ignore faces smaller than this many pixels", "忽略小于此像素数的人脸"),
+    "opt.min_score": ("Detection threshold", "检测阈值"),
+    "opt.min_score.info": ("ignore detections scored below this", "忽略置信度低于此值的检测结果"),
+    "opt.detector": ("Face detector", "人脸检测器"),
+    "opt.detector.info": ("auto: YuNet when installed, else OpenCV's cascade", "auto：已安装时用 YuNet，否则用 OpenCV 级联检测器"),
+    "opt.detect_tiles": ("Detect in tiles", "分块检测"),
+    "opt.detect_tiles.info": ("look for small faces tile by tile on large photos", "在大照片上逐块查找小人脸"),
+    "opt.deblur_method": ("Deblur method", "去模糊方法"),
+    "opt.deblur_method.info": ("Wiener filter or Richardson-Lucy iterations", "维纳滤波或 Richardson-Lucy 迭代"),
+    "opt.deblur": ("Deblur", "去模糊"),
+    "opt.deblur.info": ("estimate and remove motion blur first", "先估计并去除运动模糊"),
+    "opt.suppress_hf": ("Suppress high frequencies", "抑制高频"),
+    "opt.suppress_hf.info": ("smooth ringing in the result", "平滑结果中的振铃伪影"),
+}
+
+
+def translations() -> dict[str, dict[str, str]]:
+    """``{locale: {key: text}}`` for :class:`gradio.I18n`."""
+    return {lang: {key: pair[index] for key, pair in _TEXT.items()} for index, lang in enumerate(LANGUAGES)}
+
+
+def has_key(key: str) -> bool:
+    return key in _TEXT
+
+
+def english(key: str) -> str:
+    """The English text of ``key`` (server-side uses, tests)."""
+    return _TEXT[key][0]
+
+
+def make_i18n() -> Any:
+    """A :class:`gradio.I18n` holding both languages (``"en"`` and ``"zh-CN"``)."""
+    import gradio as gr
+
+    tables = translations()
+    return gr.I18n(**{"en": tables["en"], "zh-CN": tables["zh-CN"]})
+
+
+def t(key: str) -> Any:
+    """The translation key ``key`` for a component label, info or Markdown value."""
+    from gradio.i18n import I18nData
+
+    if key not in _TEXT:
+        raise KeyError(f"no translation for {key!r}")
+    return I18nData(key)

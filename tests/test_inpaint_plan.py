@@ -1,0 +1,116 @@
+"""Planning of inpainting crops: grouping, border holes, shapes, budgets and strategies."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tessera.errors import OptionError
+from tessera.tasks.inpaint_plan import Box, Sizing, auto_margin, find_holes, group_holes, plan_regions
+
+
+def _mask(shape, *boxes):
+    mask = np.zeros(shape, bool)
+    for y0, x0, y1, x1 in boxes:
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def _check_cover(mask, regions):
+    """Every hole pixel is pasted by exactly one region, every region's holes lie inside its crop."""
+    count = np.zeros(mask.shape, np.int32)
+    for region in regions:
+        crop = region.crop
+        assert 0 <= crop.y0 < crop.y1 <= mask.shape[0] and 0 <= crop.x0 < crop.x1 <= mask.shape[1]
+        for hole in region.holes:
+            assert crop.y0 <= hole.y0 and hole.y1 <= crop.y1 and crop.x0 <= hole.x0 and hole.x1 <= crop.x1
+        paste = region.paste_mask(mask)
+        count[crop.slices] += paste
+    assert np.array_equal(count, mask.astype(np.int32))
+
+
+def test_two_far_apart_marks_give_two_crops():
+    mask = _mask((1000, 1500), (100, 100, 160, 160), (800, 1300, 860, 1360))
+    regions = plan_regions(mask)
+    assert len(regions) == 2
+    assert not regions[0].crop.overlaps(regions[1].crop)
+    _check_cover(mask, regions)
+
+
+def test_overlapping_contexts_merge_into_one_crop():
+    # 60x60 holes have a 64 px margin: 100 px apart, their contexts overlap
+    mask = _mask((1000, 1500), (100, 100, 160, 160), (100, 260, 160, 320))
+    regions = plan_regions(mask)
+    assert len(regions) == 1
+    assert len(regions[0].holes) == 2
+    _check_cover(mask, regions)
+
+
+def test_merging_is_transitive():
+    holes = find_holes(_mask((400, 2000), (100, 100, 110, 110), (100, 230, 110, 240), (100, 360, 110, 370),
+                             (100, 1500, 110, 1510)))
+    groups = group_holes(holes, 400, 2000)
+    assert sorted(len(g) for g in groups) == [1, 3]
+
+
+def test_hole_at_the_border_gets_full_context():
+    inner = plan_regions(_mask((1000, 1000), (470, 470, 530, 530)))[0]
+    corner = plan_regions(_mask((1000, 1000), (0, 0, 60, 60)))[0]
+    assert (corner.crop.height, corner.crop.width) == (inner.crop.height, inner.crop.width)
+    assert corner.crop.y0 == 0 and corner.crop.x0 == 0
+    margin = auto_margin(60 * 60)
+    assert corner.crop.y1 >= 60 + 2 * margin and corner.crop.x1 >= 60 + 2 * margin
+
+
+def test_crop_shapes_are_quantized_and_batchable():
+    mask = _mask((2000, 2000), (100, 100, 150, 150), (1000, 1000, 1050, 1050), (1700, 300, 1745, 345))
+    regions = plan_regions(mask, sizing=Sizing(quantum=64))
+    assert len(regions) == 3
+    assert len({r.run_shape for r in regions}) == 1
+    assert all(side % 64 == 0 for r in regions for side in r.run_shape)
+    pow2 = plan_regions(mask, sizing=Sizing(quantum=64, pow2=True))
+    assert all(side & (side - 1) == 0 for r in pow2 for side in (r.pad_to or r.run_shape))
+
+
+def test_small_photo_is_one_crop_of_the_whole_photo():
+    mask = _mask((96, 128), (30, 40, 50, 70))
+    (region,) = plan_regions(mask)
+    assert region.crop == Box(0, 0, 96, 128)
+    assert region.run_shape == (96, 128) and not region.downscaled and region.pad_to is None
+
+
+def test_max_size_caps_the_network_input():
+    mask = _mask((3000, 3000), (1000, 1000, 1900, 1900))
+    regions = plan_regions(mask, sizing=Sizing(quantum=64, max_size=512))
+    (region,) = regions
+    assert region.downscaled and max(region.run_shape) <= 512
+    _check_cover(mask, regions)
+    free = plan_regions(mask, sizing=Sizing(quantum=64))
+    assert not free[0].downscaled
+
+
+def test_budget_downscales_in_auto_not_in_crop():
+    mask = _mask((3000, 3000), (1000, 1000, 1900, 1900))
+    tight = Sizing(quantum=64, fits=lambda h, w: h * w <= 700 * 700)
+    (auto,) = plan_regions(mask, strategy="auto", sizing=tight)
+    assert auto.downscaled and auto.run_shape[0] * auto.run_shape[1] <= 700 * 700
+    (crop,) = plan_regions(mask, strategy="crop", sizing=tight)
+    assert not crop.downscaled
+
+
+def test_full_and_resize_are_one_pass_over_the_photo():
+    mask = _mask((1200, 1600), (100, 100, 150, 150), (1000, 1400, 1050, 1450))
+    (full,) = plan_regions(mask, strategy="full")
+    assert full.crop == Box(0, 0, 1200, 1600) and not full.downscaled
+    _check_cover(mask, [full])
+    (resized,) = plan_regions(mask, strategy="resize", sizing=Sizing(max_size=800))
+    assert resized.crop == Box(0, 0, 1200, 1600) and max(resized.run_shape) <= 800
+    with pytest.raises(OptionError, match="max-size"):
+        plan_regions(mask, strategy="full", sizing=Sizing(max_size=800))
+
+
+def test_explicit_margin_and_weight_free_sizing():
+    mask = _mask((500, 500), (200, 200, 220, 230))
+    (region,) = plan_regions(mask, margin=10, sizing=Sizing(quantum=1))
+    assert (region.crop.height, region.crop.width) == (40, 50)
+    with pytest.raises(OptionError):
+        plan_regions(mask, margin=-1)
