@@ -173,10 +173,12 @@ class Picture:
 def to_float(pixels: np.ndarray) -> np.ndarray:
     """Return ``pixels`` as float32 in [0, 1]: integers are divided by their full-scale value, floats kept."""
     pixels = np.asarray(pixels)
+    # a true division (not a multiplication by 1/255) gives the same floats as ``tensor / 255``, so a tiled
+    # result can match an untiled reference computed the usual way to the last bit
     if pixels.dtype == np.uint8:
-        return pixels.astype(np.float32) * np.float32(1 / 255)
+        return pixels.astype(np.float32) / np.float32(255)
     if pixels.dtype == np.uint16:
-        return pixels.astype(np.float32) * np.float32(1 / 65535)
+        return pixels.astype(np.float32) / np.float32(65535)
     if pixels.dtype == np.bool_:
         return pixels.astype(np.float32)
     if pixels.dtype.kind == "f":
