@@ -29,6 +29,10 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps --no-build-isolation realesrgan==0.3.0 basicsr==1.4.2
 	$(PY) bench/tiling.py
+	$(PY) bench/inpaint_quality.py
+	$(PY) bench/inpaint_roi.py --full-probe 2048
+	$(PY) bench/faces.py
+	$(PY) bench/bigimage.py
 
 clean-venv:
 	rm -rf $(VENV)
