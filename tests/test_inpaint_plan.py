@@ -114,3 +114,13 @@ def test_explicit_margin_and_weight_free_sizing():
     assert (region.crop.height, region.crop.width) == (40, 50)
     with pytest.raises(OptionError):
         plan_regions(mask, margin=-1)
+
+
+@pytest.mark.parametrize("quantum", [64, 192])
+def test_a_budget_nothing_fits_is_a_resource_error_whatever_the_quantum(quantum):
+    from tessera.errors import ResourceError
+
+    mask = np.zeros((600, 600), dtype=bool)
+    mask[200:400, 200:400] = True
+    with pytest.raises(ResourceError, match="memory budget"):
+        plan_regions(mask, sizing=Sizing(quantum=quantum, fits=lambda height, width: height * width <= 10 * 10))

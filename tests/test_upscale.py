@@ -79,3 +79,18 @@ def test_bad_options(photo_uint8):
         upscale(photo_uint8, tile="big", device="cpu")
     with pytest.raises(OptionError):
         upscale(photo_uint8, colour="blue", device="cpu")
+
+
+def test_batches_and_tiles_must_be_positive(photo_uint8):
+    for options in ({"tile_batch": 0}, {"tile": 0}, {"tile_pad": -1}):
+        with pytest.raises(OptionError, match="greater than or equal"):
+            upscale(photo_uint8, device="cpu", **options)
+
+
+def test_a_gray_picture_comes_back_as_the_single_channel_save_image_writes():
+    from tessera.tasks.common import deliver
+
+    pixels = np.zeros((2, 2, 3), dtype=np.uint8)
+    pixels[..., 0] = 200  # colour a network might add to a gray photo
+    out = deliver(Picture(pixels=pixels, gray=True), "array")
+    assert out.shape == (2, 2) and (out == round(0.299 * 200)).all()

@@ -82,13 +82,12 @@ def estimate_motion_blur(image: np.ndarray, *, max_length: int | None = None) ->
     Reads a central crop of at most 1024 px. ``max_length`` bounds the search (default: a quarter of the crop).
     Returns a zero-length blur when the image shows none.
     """
-    gray = _gray(image)
-    rows, cols = gray.shape
+    rows, cols = image.shape[:2]
     side = min(rows, cols, _ESTIMATE_SIDE)
     if side < 32:
         return MotionBlur(0.0, 0.0)
     top, left = (rows - side) // 2, (cols - side) // 2
-    crop = gray[top:top + side, left:left + side]
+    crop = _gray(image[top:top + side, left:left + side])  # convert the crop only, never the whole photo
     crop = crop - crop.mean()
     window = np.outer(np.hanning(side), np.hanning(side))
     spectrum = np.abs(np.fft.fft2(crop * window))

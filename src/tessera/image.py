@@ -904,13 +904,13 @@ def _output_channels(picture: Picture, dtype: np.dtype, *, keep_alpha: bool, kee
     """Return the HxWxC array to encode: C = 1/2 (gray[+alpha]) or 3/4 (RGB[+alpha]), in ``dtype``."""
     pixels = _convert_dtype(picture.pixels, dtype)
     if keep_gray and picture.gray:
-        pixels = _single_channel(pixels)
+        pixels = single_channel(pixels)
     if keep_alpha and picture.alpha is not None:
         return np.dstack([pixels, _convert_dtype(picture.alpha, dtype)])
     return pixels
 
 
-def _single_channel(pixels: np.ndarray) -> np.ndarray:
+def single_channel(pixels: np.ndarray) -> np.ndarray:
     """HxWx1 from RGB: the channel itself when all three are equal, the luma (BT.601 weights) otherwise."""
     red = pixels[:, :, 0]
     if np.array_equal(red, pixels[:, :, 1]) and np.array_equal(red, pixels[:, :, 2]):

@@ -56,7 +56,8 @@ def _auto_or_int(value: Any) -> Any:
 
 
 MemorySize = Annotated[Union[int, None], BeforeValidator(parse_size)]
-AutoInt = Annotated[Union[Auto, int], BeforeValidator(_auto_or_int)]
+AutoInt = Annotated[Union[Auto, Annotated[int, Field(ge=0)]], BeforeValidator(_auto_or_int)]
+PositiveAutoInt = Annotated[Union[Auto, Annotated[int, Field(ge=1)]], BeforeValidator(_auto_or_int)]
 
 
 class Options(BaseModel):
@@ -73,9 +74,9 @@ class EngineOptions(Options):
         "auto", description="auto: fp16/bf16 on a GPU where the model supports it, fp32 on the CPU")
     max_memory: MemorySize = Field(
         None, description="budget for device memory (host memory on the CPU), e.g. 4G; default: what is free")
-    tile: AutoInt = Field("auto", description="tile size in input pixels, or auto (largest that fits the budget)")
+    tile: PositiveAutoInt = Field("auto", description="tile size in input pixels, or auto (largest that fits the budget)")
     tile_pad: AutoInt = Field("auto", description="context around each tile in input pixels, or auto (measured)")
-    tile_batch: AutoInt = Field("auto", description="tiles per batch, or auto")
+    tile_batch: PositiveAutoInt = Field("auto", description="tiles per batch, or auto")
     blend: Literal["crop", "feather"] = Field(
         "crop", description="crop: exact for local networks; feather: also blend the inner overlap")
 
@@ -112,7 +113,7 @@ class FaceOptions(EngineOptions):
                                                 "upscaling model name or path for the background")
     strength: float = Field(1.0, ge=0, le=1, description="blend of the restored face with the original")
     fidelity: float = Field(0.5, ge=0, le=1, description="CodeFormer fidelity weight (0: quality, 1: fidelity)")
-    face_batch: AutoInt = Field("auto", description="faces per batch, or auto")
+    face_batch: PositiveAutoInt = Field("auto", description="faces per batch, or auto")
     min_face: int = Field(16, ge=4, description="ignore faces smaller than this many pixels")
     min_score: float = Field(0.6, ge=0, le=1, description="face detection score threshold")
     detector: Literal["auto", "yunet", "cascade"] = Field(
@@ -134,11 +135,17 @@ def parse_options(cls: type[OptionsT], values: dict[str, Any] | None = None, **k
     try:
         return cls(**data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        first = errors[0]
         loc = first.get("loc", ())
         name = str(loc[0]) if loc else "options"
         given = first.get("input")
-        message = first.get("msg", "invalid value")
+        # a union ("auto" or an integer >= 1) fails once per member: say every way the value could be right
+        messages = [e.get("msg", "invalid value") for e in errors if e.get("loc", ())[:1] == loc[:1]]
+        prefix = "Input should be "
+        if len(messages) > 1 and all(m.startswith(prefix) for m in messages):
+            messages = [prefix + " or ".join(dict.fromkeys(m[len(prefix):] for m in messages))]
+        message = " or ".join(dict.fromkeys(messages))
         if first.get("type") == "extra_forbidden":
             raise OptionError(f"unknown option {name!r}") from None
         raise OptionError(f"option {name}: {message.removeprefix('Value error, ')} (got {given!r})") from None

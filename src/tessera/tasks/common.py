@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ..image import Picture, load_image
+from ..image import Picture, load_image, single_channel
 
 
 def open_picture(image: Any) -> tuple[Picture, str]:
@@ -32,7 +32,7 @@ def deliver(picture: Picture, kind: str) -> Any:
     """Return ``picture`` in the kind the caller gave: a Picture, or an array (alpha appended as a 4th channel)."""
     if kind == "picture":
         return picture
-    pixels = picture.pixels[:, :, 0] if picture.gray else picture.pixels
+    pixels = single_channel(picture.pixels)[:, :, 0] if picture.gray else picture.pixels
     if picture.alpha is not None:
         base = pixels if pixels.ndim == 3 else pixels[:, :, None]
         return np.concatenate([base, picture.alpha[:, :, None]], axis=2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..image import from_float, to_float
+from ..image import from_float, to_float, write_atomically
 from .inpaint_plan import Box, Region
 
 MANIFEST_VERSION = 1
@@ -96,13 +95,10 @@ def write_json(path: Path, data: Any) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(temp, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    text = json.dumps(data, indent=2) + "\n"
+    write_atomically(path, lambda file: file.write(text.encode("utf-8")), "JSON")
     return path
 
 

@@ -243,13 +243,15 @@ def _fitting_scale(want: tuple[int, int], sizing: Sizing, use_budget: bool) -> f
         scale = sizing.down(sizing.max_size) / longest  # the longest side then runs at down(max_size) exactly
     if not use_budget or sizing.fits is None:
         return scale
+    previous = None
     while True:
         run = [sizing.up(math.ceil(side * scale - 1e-9)) for side in want]
         if sizing.fits(run[0], run[1]):
             return scale
-        if max(run) <= MIN_RUN_SIDE:
+        if max(run) <= MIN_RUN_SIDE or run == previous:  # rounding up to the quantum stops the shrinking
             raise ResourceError(f"the memory budget does not fit even a {run[1]}x{run[0]} inpainting pass; "
                                 f"raise --max-memory")
+        previous = run
         scale *= 0.8 if not sizing.pow2 else 0.5
 
 
