@@ -128,6 +128,8 @@ class Runtime:
         from .options import parse_size
 
         dev = resolve_device(device)
+        if model is not None and not model.is_module and str(device or "auto").lower() == "auto":
+            dev = torch.device("cpu")  # weight-free methods compute on the host: no round trip to a GPU
         try:
             budget = parse_size(max_memory) if max_memory is not None else default_budget(dev)
         except ValueError as exc:
