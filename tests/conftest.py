@@ -1,9 +1,28 @@
 """Shared fixtures: small random-weight networks built in the test (never downloaded) and small photos."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench(name: str) -> types.ModuleType:
+    """The module bench/NAME.py, whose corpora some tests share (bench/ is a folder of scripts, not a package)."""
+    key = f"tessera_bench_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module  # before running it: TorchScript and dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 @pytest.fixture

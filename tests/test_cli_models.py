@@ -46,12 +46,101 @@ def test_pull_downloads_and_reports_the_checksum(server, monkeypatch, tmp_path, 
     assert len(server.requests) == 1
 
 
-def test_pull_without_published_checksum_shows_what_it_recorded(server, monkeypatch, tmp_path, capsys):  # noqa: F811
+def main(*argv: str) -> int:
+    """The whole `tessera` command line, as a user runs it (typed errors become one line and an exit code)."""
+    from tessera import cli
+
+    return cli.main(["models", *argv])
+
+
+def test_pull_without_published_checksum_waits_for_trust(server, monkeypatch, tmp_path, capsys):  # noqa: F811
+    body = payload()
+    digest = hashlib.sha256(body).hexdigest()
+    add_entry(monkeypatch, urls=(serve(server, "w.pth", body),))
+    assert main("pull", "test-model", "--model-dir", str(tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and digest in err[0] and "--trust" in err[0]
+    assert not (tmp_path / "models" / "test-model.pth").exists()
+
+    assert main("pull", "test-model", "--model-dir", str(tmp_path), "--trust") == 0
+    out = capsys.readouterr().out
+    assert digest in out and "unverified" in out
+    assert (tmp_path / "models" / "test-model.pth").read_bytes() == body
+    assert len(server.requests) == 1  # the confirming pull used the kept download
+
+
+@pytest.mark.parametrize("answer, code", [("y", 0), ("n", 2)])
+def test_pull_on_a_terminal_asks_before_installing(server, monkeypatch, tmp_path, capsys, answer, code):  # noqa: F811
     body = payload()
     add_entry(monkeypatch, urls=(serve(server, "w.pth", body),))
+    monkeypatch.setattr(models_cli, "_can_ask", lambda: True)
+    asked: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+    assert main("pull", "test-model", "--model-dir", str(tmp_path)) == code
+    assert asked == ["Install it? [y/N] "]
+    assert hashlib.sha256(body).hexdigest() in capsys.readouterr().err
+    assert (tmp_path / "models" / "test-model.pth").exists() == (answer == "y")
+    assert len(server.requests) == 1
+
+
+def test_pull_sha256_pins_the_download(server, monkeypatch, tmp_path, capsys):  # noqa: F811
+    body = payload()
+    add_entry(monkeypatch, urls=(serve(server, "w.pth", body),))
+    assert main("pull", "test-model", "--model-dir", str(tmp_path), "--sha256", "0" * 64) == 2
+    assert "not the expected sha256" in capsys.readouterr().err
+    assert main("pull", "test-model", "--model-dir", str(tmp_path),
+                "--sha256", hashlib.sha256(body).hexdigest()) == 0
+
+
+def test_pull_from_a_mirror(server, monkeypatch, tmp_path, capsys):  # noqa: F811
+    body = payload()
+    add_entry(monkeypatch, urls=("http://127.0.0.1:9/never",), sha256=hashlib.sha256(body).hexdigest())
+    mirror = serve(server, "w.pth", body)
+    assert main("pull", "test-model", "--model-dir", str(tmp_path), "--url", server.url("/gone.pth"),
+                "--url", mirror) == 0
+    assert (tmp_path / "models" / "test-model.pth").read_bytes() == body
+    assert [path for path, _ in server.requests] == ["/gone.pth", "/w.pth"]
+    capsys.readouterr()
+    assert main("pull", "test-model", "test-model", "--url", mirror, "--model-dir", str(tmp_path)) == 2
+    assert "one model" in capsys.readouterr().err
+
+
+def test_pull_max_download_bounds_an_endless_response(server, monkeypatch, tmp_path, capsys):  # noqa: F811
+    server.endless["/endless.pth"] = None
+    add_entry(monkeypatch, urls=(server.url("/endless.pth"),))
+    assert main("pull", "test-model", "--model-dir", str(tmp_path), "--trust", "--max-download", "1M") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "more than 1,048,576 bytes" in err[0]
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_pull_trust_records_a_file_copied_in_by_hand(monkeypatch, tmp_path, capsys):
+    add_entry(monkeypatch)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "test-model.pth").write_bytes(payload())
     assert run("pull", "test-model", "--model-dir", str(tmp_path)) == 0
-    out = capsys.readouterr().out
-    assert hashlib.sha256(body).hexdigest() in out and "trust on first use" in out
+    assert f"will not load until you run `tessera models pull test-model --model-dir {tmp_path} --trust`" \
+        in capsys.readouterr().out
+    assert run("verify", "--model-dir", str(tmp_path)) == models_cli.EXIT_MISMATCH
+    assert capsys.readouterr().out.startswith("unchecked")
+    assert run("pull", "test-model", "--model-dir", str(tmp_path), "--trust") == 0
+    assert "the sha256 you trusted" in capsys.readouterr().out
+    assert run("verify", "--model-dir", str(tmp_path)) == 0
+    assert capsys.readouterr().out.startswith("unverified")
+
+
+def test_list_and_verify_show_unverified_files(server, monkeypatch, tmp_path, capsys):  # noqa: F811
+    add_entry(monkeypatch, urls=(serve(server, "w.pth", payload()),))
+    assert run("list", "--model-dir", str(tmp_path)) == 0
+    assert "none (confirm at pull)" in capsys.readouterr().out
+    assert run("pull", "test-model", "--model-dir", str(tmp_path), "--trust") == 0
+    capsys.readouterr()
+    assert run("list", "--model-dir", str(tmp_path)) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("test-model")]
+    assert "unverified" in line
+    assert run("verify", "test-model", "--model-dir", str(tmp_path)) == 0
+    assert capsys.readouterr().out.startswith("unverified test-model")
 
 
 def test_pull_of_an_unknown_name_downloads_nothing(server, monkeypatch, tmp_path):  # noqa: F811

@@ -95,4 +95,5 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     assert models_dir(tmp_path / "explicit") == tmp_path / "explicit" / "models"
     entry = get_entry("gpen-bfr-512")
     assert model_path(entry, tmp_path) == tmp_path / "models" / "GPEN-BFR-512.pth"
+    assert catalog.digests_path(entry, tmp_path) == tmp_path / "models" / "GPEN-BFR-512.pth.digests.json"
     assert not (tmp_path / "th").exists()  # looking things up creates nothing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -393,3 +394,344 @@ def test_memory_box_warns_above_90_percent(monkeypatch, tmp_path):
                                                                                                   100 << 30))
         text, warning = app.memory()
         assert f"({used}%)" in text and warning["visible"] is warn
+
+# ----------------------------------------------------------------------------------------------- models (issue 9)
+
+
+def _weights(path: Path) -> Path:
+    path.write_bytes(b"not really weights")
+    return path
+
+
+def test_model_folder_offers_weight_files_directly_in_it_not_links_out(tmp_path):
+    from tessera.web.models import scan_model_folder
+
+    folder, outside = tmp_path / "models", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    for name in ("a.pth", "b.safetensors", "C.PT", "d.ckpt", "e.bin"):
+        _weights(folder / name)
+    (folder / "notes.txt").write_text("x")
+    (folder / "sub").mkdir()
+    _weights(folder / "sub" / "deep.pth")
+    (folder / "inside-link.pth").symlink_to(folder / "a.pth")
+    (folder / "outside-link.pth").symlink_to(_weights(outside / "secret.pth"))
+    (folder / "dangling.pth").symlink_to(tmp_path / "missing.pth")
+    (folder / "dir.pth").mkdir()
+    os.mkfifo(folder / "fifo.pth")
+    found = scan_model_folder(folder)
+    assert sorted(found) == ["C.PT", "a.pth", "b.safetensors", "d.ckpt", "e.bin", "inside-link.pth"]
+    assert found["inside-link.pth"] == (folder / "a.pth").resolve()
+    with pytest.raises(OptionError, match="models-from"):
+        scan_model_folder(tmp_path / "no-such-folder")
+    with pytest.raises(OptionError, match="not a folder"):
+        scan_model_folder(folder / "a.pth")
+
+
+def test_model_menu_accepts_only_its_choices_with_one_message_for_any_other_value(tmp_path):
+    from tessera.errors import ModelError
+    from tessera.web.models import ModelMenu
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    mine = _weights(folder / "mine.pth")
+    upload = _weights(tmp_path / "uploaded.pt")  # e.g. a file sent through Gradio's upload route
+    menu = ModelMenu(tmp_path / "cache", [folder])
+    values = [value for _label, value in menu.choices("upscale")]
+    assert values[0] == "lanczos" and "realesrgan-x4plus" in values and "mine.pth" in values
+    assert "mine.pth" in [value for _label, value in menu.choices("inpaint")]
+    assert menu.resolve("upscale", "lanczos") == "lanczos"
+    assert menu.resolve("upscale", "mine.pth") == str(mine.resolve())
+    assert menu.resolve("inpaint", "telea") == "telea"
+    assert menu.resolve("upscale", None) == "lanczos" and menu.resolve("face", " ") == "weight-free"  # defaults
+
+    def refusal(value: str) -> str:
+        with pytest.raises(ModelError) as caught:
+            menu.resolve("upscale", value)
+        return re.sub(r"'[^']*'", "VALUE", str(caught.value))
+
+    messages = {refusal(value) for value in (str(upload), str(tmp_path / "missing.pt"), "/etc/passwd",
+                                             str(folder), "../models/mine.pth", str(mine), "no-such-model")}
+    assert len(messages) == 1, messages  # an existing path is refused exactly like a missing one
+    assert "not downloaded on this server" in str(pytest.raises(ModelError, menu.resolve, "upscale",
+                                                                "realesrgan-x4plus").value)
+    # a folder file swapped for a link out of the folder after the start is refused when used
+    mine.unlink()
+    mine.symlink_to(upload)
+    with pytest.raises(ModelError, match="no longer available"):
+        menu.resolve("upscale", "mine.pth")
+
+
+def test_model_dropdowns_accept_no_custom_value(tmp_path):
+    import gradio as gr
+
+    from tessera.web.app import WebApp, WebConfig
+
+    app = WebApp(WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r")))
+    with gr.Blocks():
+        parts = {**app._upscale_tab(), **{f"faces-{k}": v for k, v in app._faces_tab().items()},
+                 **{f"inpaint-{k}": v for k, v in app._inpaint_tab().items()}}
+    for name in ("model", "faces-model", "faces-background", "inpaint-model"):
+        dropdown = parts[name]
+        assert dropdown.allow_custom_value is False, name
+        with pytest.raises(gr.Error, match="not in the list of choices"):
+            dropdown.preprocess("/tmp/gradio/0123/evil.pt")
+    assert parts["scale"].allow_custom_value is True  # a factor such as 2.5 may be typed; the job checks it
+
+# ----------------------------------------------------------------------------------------------- uploads (issue 9)
+
+
+def test_upload_gate_admits_only_gradio_uploads_and_masks_issued_to_the_session(tmp_path):
+    from tessera.web.uploads import UploadGate
+
+    uploads, results = tmp_path / "gradio", tmp_path / "results"
+    (uploads / "abc").mkdir(parents=True)
+    results.mkdir()
+    photo = uploads / "abc" / "photo.png"
+    photo.write_bytes(b"x")
+    result, mask = results / "result.png", results / "mask.png"
+    result.write_bytes(b"x")
+    mask.write_bytes(b"x")
+    (uploads / "abc" / "link.png").symlink_to(result)
+    gate = UploadGate(uploads)
+    assert gate.admit(str(photo), "s1") == photo.resolve()
+    assert gate.admit(None, "s1") is None
+
+    def refusal(path: Path, session: str = "s1") -> str:
+        with pytest.raises(InputError) as caught:
+            gate.admit(str(path), session)
+        return str(caught.value).replace(path.name, "NAME")
+
+    refused = {refusal(p) for p in (result, Path("/etc/passwd"), tmp_path / "missing.png", uploads / "abc" / "link.png",
+                                    uploads / "abc" / ".." / ".." / "results" / "result.png")}
+    assert len(refused) == 1 and "not uploaded" in refused.pop()
+    gate.issue(mask, "s1")
+    assert gate.admit(str(mask), "s1") == mask.resolve()
+    refusal(mask, "s2")  # another session cannot use it
+
+# ----------------------------------------------------------------------------------------------- wording (issue 9)
+
+
+def test_cli_flags_become_control_labels_in_both_languages():
+    from tessera.web.wording import for_page
+
+    english = for_page("no batch fits; free memory or lower --max-memory")
+    assert english == 'no batch fits; free memory or lower "Max memory"'
+    chinese = for_page("no batch fits; free memory or lower --max-memory", "zh-CN")
+    assert chinese.endswith("“" + i18n.text("opt.max_memory", "zh-CN") + "”") and "--" not in chinese
+    assert for_page("option grow: Input should be greater than or equal to 0 (got -1)").startswith('"Mask grow":')
+    message = for_page("--strategy full runs the whole photo, over --max-size 2048; use --strategy auto")
+    assert message == '"Strategy" full runs the whole photo, over "Max size" 2048; use "Strategy" auto'
+    # a flag the page has no control for: the clause becomes a hint of what to do on the page
+    mask = for_page("mask is 100x100 but the photo is 320x280 (use --resize-mask to scale it)")
+    assert mask == f"mask is 100x100 but the photo is 320x280 ({i18n.english('msg.mask_size')})"
+    limit = for_page("p.png: 9 pixels is over the limit of 4 pixels (raise max_pixels to read it)", "zh-CN")
+    assert limit.endswith(f"({i18n.text('msg.server_limit', 'zh-CN')})")
+    other = for_page("model x is not downloaded; run `tessera models pull x --model-dir /srv/cache` first")
+    assert other == f"model x is not downloaded; {i18n.english('msg.server_setting')}"
+    assert for_page("photo.png: not an image") == "photo.png: not an image"
+
+
+def test_language_of_accept_language():
+    assert i18n.language_of("zh-CN,zh;q=0.9,en;q=0.8") == "zh-CN"
+    assert i18n.language_of("en-US,en;q=0.9,zh-CN;q=0.8") == "en"
+    assert i18n.language_of("fr-FR, zh-Hans;q=0.5, en;q=0.4") == "zh-CN"
+    assert i18n.language_of("zh;q=0, en") == "en"
+    assert i18n.language_of(None) == i18n.language_of("") == i18n.language_of("de") == "en"
+
+
+def test_user_errors_name_controls_in_the_browsers_language():
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as caught, jobs.user_errors(language="zh-CN"):
+        raise OptionError("option tile: Input should be 'auto' or a valid integer (got 'huge')")
+    assert caught.value.message.startswith("“" + i18n.text("opt.tile", "zh-CN") + "”")
+
+# ----------------------------------------------------------------------------------------------- login (issue 9)
+
+
+def test_password_check():
+    check = access.PasswordCheck("ann", "se:cret")
+    assert check("ann", "se:cret")
+    assert not check("ann", "secret") and not check("bob", "se:cret") and not check("", "") and not check("ann", "")
+
+
+def test_login_attempts_wait_longer_after_each_failure_beyond_the_free_tries():
+    now = [1000.0]
+    attempts = access.LoginAttempts(free_tries=5, first_delay=2.0, max_delay=10.0, clock=lambda: now[0])
+    for _ in range(5):
+        assert attempts.begin("10.0.0.1") == 0  # each try counts as failed until it succeeds
+    assert attempts.begin("10.0.0.1") == pytest.approx(2.0)   # the 6th try waits
+    assert attempts.begin("10.0.0.2") == 0                     # other addresses do not
+    now[0] += 2.0
+    assert attempts.begin("10.0.0.1") == 0                     # 6th failure: 4 s
+    assert attempts.wait_left("10.0.0.1") == pytest.approx(4.0)
+    now[0] += 4.0
+    assert attempts.begin("10.0.0.1") == 0 and attempts.wait_left("10.0.0.1") == pytest.approx(8.0)
+    now[0] += 8.0
+    assert attempts.begin("10.0.0.1") == 0 and attempts.wait_left("10.0.0.1") == pytest.approx(10.0)  # the cap
+    attempts.succeeded("10.0.0.1")
+    assert attempts.wait_left("10.0.0.1") == 0
+
+
+def test_login_attempts_forget_idle_addresses_beyond_the_bound():
+    now = [0.0]
+    attempts = access.LoginAttempts(max_clients=3, forget_after=60.0, clock=lambda: now[0])
+    for index in range(10):
+        now[0] += 100.0
+        attempts.begin(f"10.0.0.{index}")
+    assert len(attempts._failures) <= 3
+
+# ----------------------------------------------------------------------------------------------- jobs (issue 9)
+
+
+def test_a_job_whose_client_left_is_cancelled_by_the_watcher():
+    board = jobs.JobBoard()
+    present = threading.Event()
+    present.set()
+    with pytest.raises(CancelledError), board.run("upscale", "s", client_gone=lambda: not present.is_set(),
+                                                  poll=0.01) as job:
+        time.sleep(0.1)
+        assert not job.cancel.is_set()  # the client is there
+        present.clear()
+        assert job.cancel.wait(2) and job.abandoned.is_set()
+        raise CancelledError("cancelled")
+    assert board.history[-1].outcome == "abandoned"
+    with board.run("upscale", "s", client_gone=lambda: 1 / 0, poll=0.01) as job:  # a failing probe: cannot tell
+        time.sleep(0.05)
+        assert not job.cancel.is_set()
+
+
+def test_jobs_take_turns_even_when_gradio_lets_a_second_one_start(tmp_path):
+    """Gradio frees its concurrency slot when an event is cancelled, before the function has returned."""
+    from tessera.web import app as web_app
+
+    app = web_app.WebApp(web_app.WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r")))
+    order: list[str] = []
+
+    def first() -> None:
+        with app._job("first", None):
+            order.append("first starts")
+            time.sleep(0.3)
+            order.append("first ends")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    while not order:
+        time.sleep(0.01)
+    with app._job("second", None):
+        order.append("second starts")
+    thread.join()
+    assert order == ["first starts", "first ends", "second starts"]
+
+
+def test_the_page_makes_no_mask_for_a_photo_over_the_pixel_limit(tmp_path):
+    """The full-resolution mask is allocated from the photo's header: refuse first, in one line."""
+    import gradio as gr
+    from PIL import Image
+
+    from tessera.web import app as web_app
+    from tessera.web.uploads import UploadGate
+
+    app = web_app.WebApp(web_app.WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r"),
+                                           limits=limits.Limits(max_pixels=1000)))
+    app.gate = UploadGate(tmp_path)
+    Image.new("RGB", (40, 30)).save(tmp_path / "photo.png")
+    strokes = np.zeros((30, 40, 4), np.uint8)
+    strokes[5:10, 5:10, 3] = 255
+    with pytest.raises(gr.Error, match="1,200 pixels, over this server's limit of 1,000"):
+        app.prepare_mask(str(tmp_path / "photo.png"), {"layers": [strokes]}, None)
+    assert not list((tmp_path / "r").glob("*-mask-*"))
+
+
+def test_quality_is_checked():
+    limits.check_quality(1)
+    limits.check_quality(100.0)
+    for bad in (0, 101, 50.5, "95", None, True):
+        with pytest.raises(InputError, match="quality"):
+            limits.check_quality(bad)
+
+
+@pytest.mark.parametrize("job, values, words", [
+    ("upscale_job", {"tile": "huge"}, '"Tile size"'),
+    ("upscale_job", {"scale": "0.5"}, '"Scale"'),
+    ("enhance_job", {"tile": "huge"}, '"Tile size"'),
+    ("inpaint_job", {"max_size": "8"}, '"Max size": must be at least 64'),
+])
+def test_jobs_refuse_bad_options_before_decoding_the_upload(tmp_path, monkeypatch, job, values, words):
+    """The options are checked by the shared schema first: a bad one never costs a decode of the photo."""
+    import gradio as gr
+
+    from tessera.web import app as web_app
+    from tessera.web.uploads import UploadGate
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("the upload was decoded before the options were checked")
+
+    monkeypatch.setattr(web_app, "open_upload", decoded)
+    app = web_app.WebApp(web_app.WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r")))
+    app.gate = UploadGate(tmp_path)
+    photo = str(tmp_path / "photo.png")  # never read
+    inputs = (photo, photo) if job == "inpaint_job" else (photo,)
+    with pytest.raises(gr.Error) as caught:
+        getattr(app, job)(*inputs, None, progress=None, **values)
+    assert caught.value.message.startswith(words), caught.value.message
+
+# ----------------------------------------------------------------------------------------------- editor (issue 9)
+
+
+def test_editor_decodes_through_tessera_within_the_canvas_limit(tmp_path, monkeypatch):
+    import gradio as gr
+    from gradio.data_classes import FileData
+    from PIL import Image
+
+    from tessera.web import editor as web_editor
+
+    uploads = tmp_path / "gradio"
+    uploads.mkdir()
+    monkeypatch.setattr(web_editor, "gradio_upload_folder", lambda: uploads.resolve())
+    with gr.Blocks():
+        component = web_editor.guard_editor(gr.ImageEditor(canvas_size=(64, 64)))
+    layer = np.zeros((40, 50, 4), np.uint8)
+    layer[5:9, 10:20] = (255, 60, 140, 153)
+    Image.fromarray(layer).save(uploads / "layer.png")
+    Image.new("RGB", (300, 300)).save(uploads / "big.png")  # over 4 x 64 x 64 pixels
+    decoded = component.convert_and_format_image(FileData(path=str(uploads / "layer.png")))
+    assert decoded.dtype == np.uint8 and decoded.shape == (40, 50, 4) and (decoded == layer).all()
+    blob = component.convert_and_format_image((uploads / "layer.png").read_bytes())
+    assert (blob == layer).all() and sorted(p.name for p in uploads.iterdir()) == ["big.png", "layer.png"]
+    with pytest.raises(gr.Error, match="over the limit") as caught:
+        component.convert_and_format_image(FileData(path=str(uploads / "big.png")))
+    assert str(uploads) not in caught.value.message
+    outside = tmp_path / "outside.png"
+    Image.fromarray(layer).save(outside)
+    with pytest.raises(gr.Error, match="not uploaded"):
+        component.convert_and_format_image(FileData(path=str(outside)))
+    # whatever tessera's reader refuses (an EPS named .png, say) is refused here too, in one line
+    (uploads / "fake.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(gr.Error) as caught:
+        component.convert_and_format_image(FileData(path=str(uploads / "fake.png")))
+    assert "\n" not in caught.value.message and str(uploads) not in caught.value.message
+
+
+def test_editor_holds_a_bounded_number_of_bounded_canvas_images():
+    import gradio as gr
+    from gradio.components.image_editor import AcceptBlobs
+
+    from tessera.web import editor as web_editor
+
+    with gr.Blocks():
+        component = web_editor.guard_editor(gr.ImageEditor(canvas_size=(64, 64)))
+    assert getattr(component.accept_blobs, "_is_server_fn", False)  # Gradio's route still reaches it
+
+    def blob(edit: str, size: int = 10) -> AcceptBlobs:
+        return AcceptBlobs(data={"type": "layer", "index": 0, "file": b"", "id": edit},
+                           files=[("layer", b"x" * size)])
+
+    for edit in range(web_editor.PENDING_EDITS + 10):
+        component.accept_blobs(blob(f"edit-{edit}"))
+    assert len(component.blob_storage) == web_editor.PENDING_EDITS
+    assert "edit-0" not in component.blob_storage and f"edit-{web_editor.PENDING_EDITS + 9}" in component.blob_storage
+    with pytest.raises(gr.Error, match="over the limit"):
+        component.accept_blobs(blob("huge", web_editor.editor_blob_limit(component) + 1))
+    assert "huge" not in component.blob_storage

@@ -19,7 +19,7 @@ _EXPORTS: dict[str, str] = {
     # engine
     "tiled_apply": "tessera.engine",
     "Runtime": "tessera.engine",
-    "ProgressEvent": "tessera.engine",
+    "ProgressEvent": "tessera.progress",
     # models
     "Model": "tessera.models.descriptor",
     "load_model": "tessera.models.loader",

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .engine import ProgressCallback, ProgressEvent
+from .progress import ProgressCallback, ProgressEvent
 from .errors import CancelledError, ImageReadError, InputError, OptionError, TesseraError, look_up_option
 
 TASKS = ("inpaint", "enhance", "upscale")
@@ -329,9 +329,9 @@ def load_models(task: str, options: dict[str, Any], model_dir: str | None) -> tu
 
 def check_models(task: str, options: dict[str, Any], model_dir: str | None) -> None:
     """Fail fast, before any worker starts, on a model name that does not resolve to a weight file."""
-    from .models.loader import resolve_model_file
-
     for name in model_names(task, options).values():
+        from .models.loader import resolve_model_file  # torch: only when there is a model to look for
+
         resolve_model_file(name, model_dir)
 
 
@@ -349,18 +349,11 @@ def output_scale(task: str, options: dict[str, Any], models: dict[str, Any]) -> 
 
 
 def _remove_leftovers(target: Path) -> None:
-    """Delete the temporary files an interrupted atomic write of ``target`` left beside it (named as
-    :func:`tessera.image.save_image` names them: ``.STEM.RANDOM.tmpSUFFIX``)."""
-    import glob
+    """Delete the temporary files that interrupted atomic writes left beside ``target``: only those whose
+    writer is gone, never another live worker's (:func:`tessera.image.remove_stale_temporaries`)."""
+    from .image import remove_stale_temporaries
 
-    folder = target.parent
-    if not folder.is_dir():
-        return
-    for leftover in folder.glob(f".{glob.escape(target.stem)}.*.tmp{glob.escape(target.suffix)}"):
-        try:
-            leftover.unlink()
-        except FileNotFoundError:
-            pass
+    remove_stale_temporaries(target.parent)
 
 # ----------------------------------------------------------------------------------------------- report
 
@@ -463,6 +456,7 @@ def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks
         raise OptionError(f"option max_ram: {error}") from None
     started = time.monotonic()
     out = Path(output_dir)
+    _check_before_work(out, Path(report) if report else None, checked.device if ray is None else "auto")
     jobs = plan_jobs(input_dir, out, masks=masks, recursive=recursive, pattern=pattern, format=format)
     summary = BatchSummary(report=Path(report) if report else out / REPORT_NAME)
     log = Report(summary.report)
@@ -499,6 +493,19 @@ def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks
         log.add_summary(summary)
         log.close()
     return summary
+
+
+def _check_before_work(output_dir: Path, report: Path | None, device: str) -> None:
+    """The output folder (and the report's) can be created and written, and a named device exists here (on Ray
+    the actors' machines decide), before an image is read."""
+    from .engine import resolve_device
+    from .image import check_output_folder
+
+    check_output_folder(output_dir)
+    if report is not None:
+        check_output_folder(report.parent)
+    if device != "auto":
+        resolve_device(device)
 
 
 def default_workers(device: str | None) -> list[str | None]:

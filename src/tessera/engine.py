@@ -27,24 +27,11 @@ from .errors import CancelledError, OptionError, ResourceError
 from .image import from_float, to_float
 from .models.descriptor import PRECISION_DTYPES, Model
 from .options import format_bytes
+from .progress import ProgressCallback, ProgressEvent
 from .tiling import Canvas, Tile, plan_grid, split_tile
 
 # ----------------------------------------------------------------------------------------------- progress
 
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """A step of a job: ``done`` of ``total`` units of ``stage`` (tiles, regions, faces, passes)."""
-
-    stage: str
-    done: int
-    total: int
-    elapsed: float
-    eta: float | None
-    message: str = ""
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
 
 # ----------------------------------------------------------------------------------------------- runtime
 

@@ -10,11 +10,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import OptionError
 
 Auto = Literal["auto"]
+
+_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?", re.IGNORECASE)
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
                "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40,
@@ -80,13 +82,31 @@ class EngineOptions(Options):
     blend: Literal["crop", "feather"] = Field(
         "crop", description="crop: exact for local networks; feather: also blend the inner overlap")
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        """The device's form is checked here; whether this machine has it, when the work starts."""
+        if not _DEVICE_NAME.fullmatch(device.strip()):
+            raise ValueError("unknown device: choose from auto, cpu, cuda, cuda:N, mps")
+        return device
+
+
+WEIGHT_FREE_DEFAULT_SCALE = 2.0  # the upscale factor of the weight-free method when none is asked for
+
 
 class UpscaleOptions(EngineOptions):
     """`tessera upscale`: tiled super-resolution, multi-pass beyond the model's factor."""
 
     model: str | None = Field(None, description="model name or path; default: weight-free Lanczos")
-    scale: float | None = Field(None, gt=0, le=16, description="output scale; default: the model's own factor")
+    scale: float | None = Field(None, ge=1, le=16, description="output scale from 1 to 16; default: the model's "
+                                                               "own factor")
     sharpen: float = Field(0.0, ge=0, le=2, description="unsharp-mask amount for the weight-free method")
+
+    @model_validator(mode="after")
+    def _sharpen_only_without_model(self) -> UpscaleOptions:
+        if self.sharpen and self.model is not None:
+            raise ValueError(f"option sharpen: applies to the weight-free method only, not to model {self.model!r}")
+        return self
 
 
 class InpaintOptions(EngineOptions):
@@ -101,6 +121,15 @@ class InpaintOptions(EngineOptions):
     feather: int = Field(0, ge=0, le=256, description="blend band inside the mask edge, in pixels")
     resize_mask: bool = Field(False, description="resize a mask of another size to the photo")
     save_regions: Path | None = Field(None, description="write each crop's input, mask and result here")
+
+    @field_validator("max_size")
+    @classmethod
+    def _network_sees_enough(cls, max_size: Any) -> Any:
+        from .tasks.inpaint_plan import MIN_RUN_SIDE
+
+        if max_size != "auto" and max_size < MIN_RUN_SIDE:
+            raise ValueError(f"must be at least {MIN_RUN_SIDE} px or auto")
+        return max_size
 
 
 class FaceOptions(EngineOptions):
@@ -125,6 +154,13 @@ class FaceOptions(EngineOptions):
     deblur_method: Literal["wiener", "richardson-lucy"] = Field("wiener", description="deconvolution for --deblur")
     suppress_hf: bool = Field(False, description="smooth ringing in the result")
 
+    @model_validator(mode="after")
+    def _background_fits_the_scale(self) -> FaceOptions:
+        if self.background.strip().lower() == "none" and self.upscale != 1:
+            raise ValueError(f"background 'none' keeps the photo's size, but upscale is {self.upscale:g}: "
+                             f"choose background lanczos or an upscaling model")
+        return self
+
 
 OptionsT = TypeVar("OptionsT", bound=Options)
 
@@ -138,7 +174,9 @@ def parse_options(cls: type[OptionsT], values: dict[str, Any] | None = None, **k
         errors = exc.errors()
         first = errors[0]
         loc = first.get("loc", ())
-        name = str(loc[0]) if loc else "options"
+        if not loc:  # a combination of options (a model validator): its message names them
+            raise OptionError(first.get("msg", "invalid options").removeprefix("Value error, ")) from None
+        name = str(loc[0])
         given = first.get("input")
         # a union ("auto" or an integer >= 1) fails once per member: say every way the value could be right
         messages = [e.get("msg", "invalid value") for e in errors if e.get("loc", ())[:1] == loc[:1]]

@@ -2,15 +2,23 @@
 
 Each command lives in its own module with ``register(subparsers)``; its flags come from the shared pydantic
 option schema (``tessera.options``), so the CLI, the API and the web UI accept the same values. Errors of the
-library become one line on stderr and an exit code (2 for bad input or options, 3 for models, 4 for resources).
+library become one line on stderr and an exit code (2 for bad input, options or models, 4 for resources).
+
+Every image command checks what it can before it works (:func:`check_before_work`): the options, the output
+(format, folder, writable, not the input), the device and the model names, before the input is decoded or a
+model loaded. SIGTERM ends a command like Ctrl-C does, so that no temporary file is left behind.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -40,13 +48,41 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_exception():
+            return int(args.func(args) or 0)
     except TesseraError as exc:
         print(f"tessera: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("tessera: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("tessera: interrupted", file=sys.stderr)
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that ``finally`` blocks run (a
+    temporary file being written is removed) and the command exits cleanly instead of dying on the spot."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends the process at once
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; the previous handler comes back
+    after it). Installed by :func:`main`, never at import, so the library leaves signals to its callers."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def say(message: str) -> None:
@@ -108,14 +144,26 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The INPUT positional and the decompression-bomb guard."""
     parser.add_argument("input", type=Path, help="input image")
     parser.add_argument("--max-pixels", type=int, default=None,
-                        help="refuse inputs with more pixels than this, before decoding (default: 500000000)")
+                        help="refuse inputs with more pixels than this, before decoding (default: 500000000, "
+                             "and no more than fits in the available memory)")
+
+
+def _pixel_limit(args: argparse.Namespace) -> dict[str, int]:
+    """``max_pixels`` for load_image when --max-pixels is given (else load_image's default applies)."""
+    from ..errors import OptionError
+
+    if args.max_pixels is None:
+        return {}
+    if args.max_pixels < 1:
+        raise OptionError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    return {"max_pixels": args.max_pixels}
 
 
 def read_input(args: argparse.Namespace) -> Any:
     """Load ``args.input`` within ``--max-pixels``."""
-    from ..image import DEFAULT_MAX_PIXELS, load_image
+    from ..image import load_image
 
-    return load_image(args.input, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    return load_image(args.input, **_pixel_limit(args))
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,13 +172,17 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
 
 
+def check_output_arguments(args: argparse.Namespace, source: Path | None) -> str:
+    """-o, --quality and --overwrite, checked before any work (:func:`tessera.image.check_output`); the format."""
+    from ..image import check_output
+
+    return check_output(args.output, quality=args.quality, source=source, overwrite_input=args.overwrite)
+
+
 def write_output(picture: Any, args: argparse.Namespace) -> Path:
     """Save atomically to ``args.output``; refuses to replace the input unless --overwrite."""
-    from ..errors import OptionError
     from ..image import save_image
 
-    if not 1 <= args.quality <= 100:
-        raise OptionError(f"--quality must be between 1 and 100, got {args.quality}")
     return save_image(picture, args.output, quality=args.quality, overwrite_input=args.overwrite)
 
 def add_task_arguments(parser: argparse.ArgumentParser, schema: type, title: str) -> None:
@@ -142,8 +194,47 @@ def add_task_arguments(parser: argparse.ArgumentParser, schema: type, title: str
     add_options(parser, schema, title=title)
 
 
+def check_before_work(args: argparse.Namespace, schema: type, task: str) -> Any:
+    """Refuse now what would otherwise fail after the work: returns the validated options of ``schema``.
+
+    In this order, none of it decoding the input or loading a model: the options (the shared schema, which the
+    API and the web UI apply too), --max-pixels, the output (:func:`check_output_arguments`), the folders the
+    options name (--save-regions, --save-faces), the device, and the model names of ``task`` (resolved to
+    files, not loaded).
+    """
+    from ..batch import check_models
+    from ..image import check_output_folder
+    from ..options import parse_options
+
+    given = options_from_args(args, schema)
+    options = parse_options(schema, given)
+    _pixel_limit(args)
+    check_output_arguments(args, source=args.input)
+    for name in ("save_regions", "save_faces"):
+        if getattr(options, name, None) is not None:
+            check_output_folder(getattr(options, name))
+    if str(options.device).lower() not in ("auto", "cpu"):  # those always exist; asking needs torch
+        from ..engine import resolve_device
+
+        resolve_device(options.device)
+    check_models(task, given, str(args.model_dir) if args.model_dir else None)
+    return options
+
+
+def check_output_fits(args: argparse.Namespace, scale: float | None) -> None:
+    """Refuse an output the format of -o cannot hold at ``scale`` times the input (read from its header)."""
+    from ..image import check_output_size, read_image_size
+
+    if not scale:
+        return
+    width, height = read_image_size(args.input)
+    check_output_size(args.output, round(width * scale), round(height * scale))
+
+
 def run_task(args: argparse.Namespace, task: Any, schema: type, **extra: Any) -> tuple[Any, Any]:
-    """Read the input, run ``task`` with the user's options and a progress bar; returns (result, task report)."""
+    """Read the input, run ``task`` with the user's options and a progress bar; returns (result, task report).
+
+    The command has called :func:`check_before_work` first."""
     picture = read_input(args)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     reports: list = []

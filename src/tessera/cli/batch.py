@@ -60,7 +60,7 @@ def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch import run_batch, task_schema
-    from ..engine import ProgressEvent
+    from ..progress import ProgressEvent
 
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
 

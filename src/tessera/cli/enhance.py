@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from . import add_task_arguments, run_task, say, write_output
+from . import add_task_arguments, check_before_work, check_output_fits, run_task, say, write_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,9 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..options import FaceOptions
-    from ..tasks.faces import WEIGHT_FREE_HINT, enhance_faces
 
     started = time.perf_counter()
+    options = check_before_work(args, FaceOptions, "enhance")
+    check_output_fits(args, options.upscale)
+    from ..tasks.faces import WEIGHT_FREE_HINT, enhance_faces  # torch: only once the checks passed
+
     result, report = run_task(args, enhance_faces, FaceOptions)
     if not report.faces:
         say(f"no face found in {args.input} (detector {report.detector}); the output is an unchanged copy"

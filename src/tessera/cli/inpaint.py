@@ -10,7 +10,8 @@ import time
 import warnings
 from pathlib import Path
 
-from . import add_output_arguments, add_task_arguments, run_task, say, write_output
+from . import (add_output_arguments, add_task_arguments, check_before_work, check_output_arguments, run_task, say,
+               write_output)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,9 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..options import InpaintOptions
-    from ..tasks.inpaint import inpaint
 
     started = time.perf_counter()
+    options = check_before_work(args, InpaintOptions, "inpaint")
+    check_mask_header(args.mask, args.input, resize=options.resize_mask)
+    from ..tasks.inpaint import inpaint  # torch: only once the checks passed, so that errors come at once
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -68,11 +72,30 @@ def _show(caught: list[warnings.WarningMessage]) -> None:
             warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
+def check_mask_header(mask: Path, photo: Path, *, resize: bool) -> None:
+    """The mask is an image of the photo's size (unless --resize-mask), read from both headers, not decoded."""
+    from ..errors import ImageReadError, InputError
+    from ..image import read_image_size
+
+    try:
+        mask_size = read_image_size(mask)
+    except ImageReadError as error:
+        raise ImageReadError(f"mask {error}") from None
+    photo_size = read_image_size(photo)
+    if mask_size != photo_size and not resize:
+        raise InputError(f"mask {mask} is {mask_size[0]}x{mask_size[1]} but the photo is "
+                         f"{photo_size[0]}x{photo_size[1]} (use --resize-mask to scale it)")
+
+
 def run_stitch(args: argparse.Namespace) -> int:
-    from ..tasks.inpaint import stitch
+    from ..tasks.inpaint import stitch, stitch_photo
+    from ..tasks.inpaint_paste import read_manifest
 
     started = time.perf_counter()
-    result = stitch(args.manifest, args.input)
+    manifest = read_manifest(args.manifest)
+    photo = stitch_photo(manifest, args.input)
+    check_output_arguments(args, source=photo)
+    result = stitch(manifest, photo)
     path = write_output(result, args)
     say(f"wrote {path} ({result.width}x{result.height}) in {time.perf_counter() - started:.1f}s")
     return 0

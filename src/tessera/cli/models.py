@@ -1,7 +1,9 @@
 """`tessera models`: list the known models, pull one into the cache, verify what is cached.
 
 Thin: parses, calls :mod:`tessera.models.download` and :mod:`tessera.models.catalog`, prints. Errors propagate as
-TesseraError for ``tessera.cli.main`` to report; ``verify`` returns exit code 2 when a file does not match.
+TesseraError for ``tessera.cli.main`` to report; ``verify`` returns exit code 2 when a file would not load (its
+checksum differs, or nothing vouches for it). A model with no published checksum is installed only after its sha256
+is shown and confirmed: ``--trust`` (or ``--sha256 HEX``), or a yes at the prompt when the pull runs on a terminal.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..errors import ModelError, OptionError
 from ..options import format_bytes
 
 EXIT_MISMATCH = 2
@@ -28,6 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pull = commands.add_parser("pull", parents=[common], help="download models into the cache (resumable, checked)")
     pull.add_argument("names", nargs="+", metavar="NAME", help="model name, e.g. gpen-bfr-512 or realesrgan-x4plus")
     pull.add_argument("--force", action="store_true", help="download again even if the file is cached")
+    pull.add_argument("--trust", action="store_true",
+                      help="install a model that has no published checksum, with the sha256 the pull shows "
+                           "(a file already in the cache that was never pulled is recorded as it is)")
+    pull.add_argument("--sha256", metavar="HEX", default=None,
+                      help="the sha256 the download must have (pins it; implies --trust; one model only)")
+    pull.add_argument("--url", dest="urls", action="append", metavar="URL", default=None,
+                      help="download from this mirror instead of the catalog's URLs (repeatable, tried in order; "
+                           "one model only; the published checksum still applies)")
+    pull.add_argument("--max-download", metavar="SIZE", default=None,
+                      help="most bytes to receive for a model whose size is not published "
+                           "(default $TESSERA_MAX_DOWNLOAD_BYTES or 4G)")
     verify = commands.add_parser("verify", parents=[common], help="recompute checksums of cached models")
     verify.add_argument("name", nargs="?", metavar="NAME", help="one model (default: every cached model)")
     parser.set_defaults(func=run)
@@ -37,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
     if args.models_command == "list":
         return list_models(args.model_dir)
     if args.models_command == "pull":
-        return pull_models(args.names, args.model_dir, force=args.force)
+        return pull_models(args.names, args.model_dir, force=args.force, trust=args.trust, sha256=args.sha256,
+                           urls=args.urls, max_download=args.max_download)
     return verify_models(args.name, args.model_dir)
 
 
-# ---------------------------------------------------------------------------------------------------- commands
+# ---------------------------------------------------------------------------------------------------- list
 def _short_license(text: str) -> str:
     return text.split(" (")[0]
 
@@ -49,6 +64,21 @@ def _short_license(text: str) -> str:
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def _checksum_cell(entry, model_dir: str | None, cached: bool) -> str:
+    """What vouches for the model: its published checksum, or for the others whether a user trusted the file."""
+    from ..models.download import read_record
+
+    if entry.checksum_kind != "none":
+        return entry.checksum_kind
+    if not cached:
+        return "none (confirm at pull)"
+    try:
+        record = read_record(entry, model_dir)
+    except ModelError:
+        return "none (pull record unreadable)"
+    return "none: unverified (trusted at pull)" if record else "none (not trusted: pull --trust)"
 
 
 def list_models(model_dir: str | None) -> int:
@@ -60,67 +90,133 @@ def list_models(model_dir: str | None) -> int:
         cached = path.is_file()
         size = path.stat().st_size if cached else entry.size_bytes
         task = f"{entry.task} (helper)" if entry.auxiliary else entry.task
-        checksum = entry.checksum_kind if entry.checksum_kind != "none" else "none (recorded on pull)"
         size_text = format_bytes(size) if size is not None else "?"
         rows.append((entry.name, task, entry.architecture, _short_license(entry.license), size_text,
-                     "yes" if cached else "no", checksum))
+                     "yes" if cached else "no", _checksum_cell(entry, model_dir, cached)))
     print(f"model cache: {models_dir(model_dir)}")
     print(_table(rows))
     return 0
 
 
-def _progress_bar(name: str):
-    """A tqdm byte counter on stderr and the ``progress(done, total)`` callback that feeds it."""
-    from tqdm import tqdm
+# ---------------------------------------------------------------------------------------------------- pull
+class _ProgressBar:
+    """A tqdm byte counter on a terminal's stderr, opened on the first bytes (a pull that downloads nothing shows
+    nothing; a pull whose stderr is a log gets no bar, so an error stays one line)."""
 
-    bar = tqdm(desc=name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bar = None
 
-    def progress(done: int, total: int | None) -> None:
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
 
-    return bar, progress
+            self.bar = tqdm(desc=self.name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                            leave=False, disable=None)  # None: no bar when stderr is not a terminal
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def pull_models(names: Sequence[str], model_dir: str | None, *, force: bool = False) -> int:
-    from ..models.catalog import get_entry, model_path
-    from ..models.download import pull, read_record
+def _can_ask() -> bool:
+    """Whether a person is there to answer a question (stdin and stderr are terminals)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _confirmed(name: str, sha256: str, size: int) -> bool:
+    """Ask on the terminal whether to install a download nothing published vouches for."""
+    print(f"{name}: no checksum is published for this model; the download has sha256 {sha256} "
+          f"({format_bytes(size)}).", file=sys.stderr)
+    try:
+        answer = input("Install it? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _cached_line(entry, target, model_dir: str | None) -> str:
+    """What to say about a model found in the cache: where it is, and whether it will load."""
+    from ..models.download import pull_command, read_record
+
+    if entry.checksum_kind == "none" and read_record(entry, model_dir) is None:
+        return (f"{entry.name}: already in the cache at {target}; it was never pulled and no checksum is published, "
+                f"so it will not load until you run `{pull_command(entry, model_dir)} --trust`")
+    return f"{entry.name}: already in the cache at {target} (`tessera models verify {entry.name}` checks it)"
+
+
+def _pull_one(entry, model_dir: str | None, **options) -> None:
+    """Pull one model and print where it is and what its checksum was checked against."""
+    from ..models.catalog import model_path
+    from ..models.download import UntrustedModelError, pull, read_record
+
+    target = model_path(entry, model_dir)
+    was_cached = target.is_file() and not options["force"]
+    if was_cached and not options["trust"] and options["sha256"] is None:
+        print(_cached_line(entry, target, model_dir))
+        return
+    record_before = read_record(entry, model_dir)
+    progress = _ProgressBar(entry.name)
+    try:
+        try:
+            path = pull(entry.name, model_dir=model_dir, progress=progress, **options)
+        except UntrustedModelError as error:
+            progress.close()
+            if not (_can_ask() and _confirmed(entry.name, error.sha256, error.size)):
+                raise
+            # the kept download is installed only if it still has the sha256 just shown
+            path = pull(entry.name, model_dir=model_dir, **{**options, "trust": True})
+    finally:
+        progress.close()
+    record = read_record(entry, model_dir)
+    if was_cached and record == record_before:  # nothing to trust: it was pulled (or is published) already
+        print(_cached_line(entry, target, model_dir))
+        return
+    sha256 = (record or {}).get("sha256", "?")
+    if entry.checksum_kind == "none":
+        note = (f"no checksum is published; installed with the sha256 you trusted, {sha256}; "
+                f"`tessera models verify` reports it as unverified")
+    else:
+        note = f"matches the published {entry.checksum_kind}; sha256 {sha256}"
+    print(f"{entry.name}: {path} ({note})")
+
+
+def pull_models(names: Sequence[str], model_dir: str | None, *, force: bool = False, trust: bool = False,
+                sha256: str | None = None, urls: Sequence[str] | None = None,
+                max_download: str | None = None) -> int:
+    from ..models.catalog import get_entry
 
     entries = [get_entry(name) for name in names]  # unknown names fail before any download
+    if len(entries) > 1 and (sha256 is not None or urls):
+        raise OptionError(f"--sha256 and --url apply to one model, not {len(entries)}: pull the others separately")
     for entry in entries:
-        target = model_path(entry, model_dir)
-        if target.is_file() and not force:
-            print(f"{entry.name}: already in the cache at {target} (`tessera models verify {entry.name}` checks it)")
-            continue
-        bar, progress = _progress_bar(entry.name)
-        try:
-            path = pull(entry.name, model_dir=model_dir, progress=progress, force=force)
-        finally:
-            bar.close()
-        record = read_record(entry, model_dir) or {}
-        sha256 = record.get("sha256", "?")
-        if entry.checksum_kind == "none":
-            note = f"no checksum is published; recorded sha256 {sha256} (trust on first use)"
-        else:
-            note = f"matches the published {entry.checksum_kind}; sha256 {sha256}"
-        print(f"{entry.name}: {path} ({note})")
+        _pull_one(entry, model_dir, force=force, trust=trust, sha256=sha256, urls=urls, max_bytes=max_download)
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- verify
 def verify_models(name: str | None, model_dir: str | None) -> int:
-    from ..models.catalog import models_dir
-    from ..models.download import verify
+    from ..models.catalog import get_entry, models_dir
+    from ..models.download import pull_command, verify
 
     results = verify(name, model_dir=model_dir)
     if not results:
         print(f"no known models in the cache {models_dir(model_dir)}")
         return 0
     for result in results:
+        command = pull_command(get_entry(result.name), model_dir)
         if result.status == "mismatch":
-            print(f"MISMATCH  {result.name}: {result.path} has {result.actual}, {result.kind} is {result.expected}")
+            print(f"MISMATCH   {result.name}: {result.path} has {result.actual}, {result.kind} is {result.expected}; "
+                  f"it will not load (`{command} --force` downloads it again)")
         elif result.status == "unchecked":
-            print(f"unchecked {result.name}: {result.path} ({result.kind})")
+            print(f"unchecked  {result.name}: {result.path} ({result.kind}); it will not load until you run "
+                  f"`{command} --trust`")
+        elif result.status == "unverified":
+            print(f"unverified {result.name}: {result.path} (matches the {result.kind}, but no checksum is "
+                  f"published to check the download against)")
         else:
-            print(f"ok        {result.name}: {result.path} ({result.kind})")
+            print(f"ok         {result.name}: {result.path} ({result.kind})")
     return 0 if all(result.ok for result in results) else EXIT_MISMATCH

@@ -29,11 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch_resize import resize_files
-    from ..engine import ProgressEvent
-    from ..errors import OptionError
+    from ..progress import ProgressEvent
+    from ..image import check_output_folder, check_quality
 
-    if not 1 <= args.quality <= 100:
-        raise OptionError(f"--quality must be between 1 and 100, got {args.quality}")
+    check_quality(args.quality)  # --max-side is checked by resize_files before it touches a file
+    if args.output is not None:
+        check_output_folder(args.output)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     count = [0]
 

@@ -1,8 +1,13 @@
-"""`tessera serve [--host 127.0.0.1] [--port 7860] [--auth USER:PASS] [--output-dir DIR] [--keep-days 7]`.
+"""`tessera serve [--host 127.0.0.1] [--port 7860] [--auth USER:PASS] [--output-dir DIR] [--keep-days 7]
+[--model-dir CACHE] [--models-from DIR ...]`.
 
 Starts the local web UI (Inpaint, Faces, Upscale). Results go to the output folder and are deleted after
 ``--keep-days`` by a sweep at start and every hour. Binding to a non-loopback address needs ``--auth`` or
-``--insecure``.
+``--insecure``; failed logins are throttled per client address.
+
+Models: a client chooses from a list and never sends a path. The list holds the catalog's models (those in the
+cache, ``--model-dir``, as for every other command) and the weight files (.pth .pt .ckpt .safetensors .bin)
+found, when the server starts, directly in each ``--models-from`` folder, offered by file name.
 """
 from __future__ import annotations
 
@@ -31,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="largest photo in megapixels, checked before decoding (default: 100)")
     parser.add_argument("--preview-size", type=int, default=1280,
                         help="longest side of the previews shown in the page (default: 1280)")
-    parser.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="model cache of the catalog's models, as for `tessera models pull` "
+                             "(default: $TESSERA_HOME)")
+    parser.add_argument("--models-from", type=Path, action="append", default=[], metavar="DIR",
+                        help="also offer the weight files directly in DIR (by file name; repeatable); clients "
+                             "choose from the list and can never name a path")
     parser.set_defaults(func=run)
 
 
@@ -54,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         max_upload = parse_size(args.max_upload)
     except ValueError as error:
         raise OptionError(f"--max-upload: {error}") from None
+    from ..web.models import scan_model_folder
+
+    for folder in args.models_from:  # a missing or unreadable folder is an OptionError before anything starts
+        say(f"models from {folder}: {len(scan_model_folder(folder))} weight file(s)")
 
     from ..web.app import WebConfig, build_app, launch
 
@@ -61,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     config = WebConfig(output_dir=output_dir, keep_days=args.keep_days,
                        limits=Limits(max_upload_bytes=int(max_upload),
                                      max_pixels=int(args.max_megapixels * 1_000_000)),
-                       preview_side=args.preview_size, model_dir=args.model_dir)
+                       preview_side=args.preview_size, model_dir=args.model_dir,
+                       model_folders=tuple(args.models_from))
     sweeper = RetentionSweeper(output_dir, args.keep_days * 86400).start()
     say(f"results in {output_dir}, deleted after {args.keep_days:g} day(s)")
     blocks, _app = build_app(config)

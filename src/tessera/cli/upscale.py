@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
-from . import add_task_arguments, run_task, say, write_output
+from . import add_task_arguments, check_before_work, check_output_fits, run_task, say, write_output
 
 NEURAL_SUGGESTION = "realesrgan-x4plus"
 
@@ -20,9 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..options import UpscaleOptions
-    from ..tasks.upscale import upscale
 
     started = time.perf_counter()
+    options = check_before_work(args, UpscaleOptions, "upscale")
+    check_output_fits(args, expected_scale(options))
+    from ..tasks.upscale import upscale  # torch: only once the checks passed, so that errors come at once
+
     result, report = run_task(args, upscale, UpscaleOptions)
     path = write_output(result, args)
     if report.weight_free:
@@ -35,3 +39,17 @@ def run(args: argparse.Namespace) -> int:
         say(f"finished with {report.finish}")
     say(f"wrote {path} ({result.width}x{result.height}) in {time.perf_counter() - started:.1f}s")
     return 0
+
+
+def expected_scale(options: Any) -> float | None:
+    """The output scale known before the model is loaded: the one asked for, the weight-free default, or the
+    catalog's factor of a named model (None for a model file of unknown factor)."""
+    from ..models.catalog import find_entry
+    from ..options import WEIGHT_FREE_DEFAULT_SCALE
+
+    if options.scale:
+        return float(options.scale)
+    if options.model is None:
+        return WEIGHT_FREE_DEFAULT_SCALE
+    entry = find_entry(options.model)
+    return float(entry.scale) if entry is not None and entry.scale else None

@@ -2,8 +2,9 @@
 
 The facts (URLs, checksums, sizes, licences) come from /work/shared/MODELS.md, which names its sources. No upstream
 project publishes checksums itself: the md5 values are IOPaint's, the sha256 values OpenModelDB's or those pinned by
-downstream projects. Where none is published the entry says so (``sha256`` and ``md5`` both ``None``) and a pull
-records the sha256 it got (trust on first use).
+downstream projects. Where none is published the entry says so (``sha256`` and ``md5`` both ``None``): a pull then
+shows the sha256 it got and installs the file only when the user trusts it (``--trust``), and records that sha256
+as the reference for later checks (trust on first use, reported as "unverified").
 
 The cache is ``$TESSERA_HOME`` (default ``~/.cache/tessera``) or an explicit ``model_dir``; weight files live under
 its ``models/`` folder. Nothing here downloads anything: see :mod:`tessera.models.download`.
@@ -291,3 +292,9 @@ def model_path(entry: CatalogEntry, model_dir: str | os.PathLike[str] | None = N
 def record_path(entry: CatalogEntry, model_dir: str | os.PathLike[str] | None = None) -> Path:
     """The small JSON next to the weight file in which a pull records what it got (sha256, URL, size)."""
     return models_dir(model_dir) / f"{entry.filename}.json"
+
+
+def digests_path(entry: CatalogEntry, model_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The small JSON next to the weight file that remembers its digests for one version of the file (size,
+    mtime, ctime), so the check on load hashes a file once, not on every load."""
+    return models_dir(model_dir) / f"{entry.filename}.digests.json"

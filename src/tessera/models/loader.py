@@ -1,7 +1,8 @@
 """Load a model by catalog name or file path into a :class:`~tessera.models.descriptor.Model`.
 
-Files are read safely (safetensors; TorchScript's state dict; pickles only through torch's ``weights_only`` loader
-or :mod:`tessera.models.unpickler`), then spandrel detects the architecture from the state dict's keys and shapes.
+Files are read as data, never as code: safetensors through its own reader, every PyTorch archive (``torch.save``
+files, Lightning checkpoints, TorchScript) through :mod:`tessera.models.torchfile`, within a byte budget. Then
+spandrel detects the architecture from the state dict's keys and shapes.
 spandrel is used with a private registry: its own architectures, spandrel_extra_arches' where installed, and
 tessera's (:func:`register_architecture`; GPEN by default). Nothing is ever downloaded here: a known model that is
 not in the cache raises ModelError naming the ``tessera models pull`` command that fetches it.
@@ -28,12 +29,13 @@ from spandrel import (
 )
 
 from ..errors import ModelError, OptionError, look_up_option
+from ..options import format_bytes
 from .catalog import CatalogEntry, entry_for_file, find_entry, get_entry, model_path
 from .descriptor import PRECISION_DTYPES, Model
-from .unpickler import load_pickled_checkpoint
+from .formats import TORCH_SUFFIXES, WEIGHT_SUFFIXES
+from .torchfile import BUDGET_VARIABLE, read_torch_file, weight_budget
+from .unpickler import UnsafeWeightsError
 
-PICKLE_SUFFIXES = (".pth", ".ckpt", ".bin")
-WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 _PURPOSE_TASKS = {"SR": "upscale", "Restoration": "restore", "Inpainting": "inpaint", "FaceSR": "face"}
 
@@ -217,27 +219,18 @@ def as_model(obj: Any, *, name: str | None = None, model_dir: str | os.PathLike[
 
 
 # ---------------------------------------------------------------------------------------------------- files
-def _read_torchscript(path: Path) -> Mapping[str, Any] | None:
-    """The state dict of a TorchScript archive, or None when the file is not TorchScript."""
-    try:
-        with warnings.catch_warnings():  # newer torch flags TorchScript as deprecated; it is still how IOPaint ships
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
-    except RuntimeError:
-        return None
-
-
-def _read_file(path: Path) -> Any:
+def _read_file(path: Path, max_bytes: int | str | None) -> Any:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        budget = weight_budget(max_bytes)
+        if path.stat().st_size > budget:  # safetensors checks every offset against the file itself
+            raise UnsafeWeightsError(f"holds {format_bytes(path.stat().st_size)} of weights, over the "
+                                     f"{format_bytes(budget)} budget (raise it with {BUDGET_VARIABLE}=8G)")
         return load_file(str(path), device="cpu")
-    if suffix == ".pt":
-        state = _read_torchscript(path)
-        return state if state is not None else load_pickled_checkpoint(path)
-    if suffix in PICKLE_SUFFIXES:
-        return load_pickled_checkpoint(path)
+    if suffix in TORCH_SUFFIXES:
+        return read_torch_file(path, max_bytes)
     raise ModelError(f"{path}: unsupported weight file type {suffix or '(none)'!r} "
                      f"(expected one of {', '.join(WEIGHT_SUFFIXES)})")
 
@@ -257,17 +250,20 @@ def _canonical_state_dict(content: Any, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike[str], max_bytes: int | str | None = None) -> dict[str, torch.Tensor]:
     """The canonical state dict of a weight file (.pth, .pt, .ckpt, .bin, .safetensors), on the CPU.
 
-    Never runs code from the file; raises ModelError naming the file when it is missing, unreadable, refused by
-    the restricted unpickler, or holds no weights.
+    Never runs code from the file (TorchScript included: its tensors are read as data) and never holds more than
+    ``max_bytes`` of tensors (default: ``$TESSERA_MAX_WEIGHT_BYTES`` or 4 GiB). Raises ModelError naming the file
+    when it is missing, not a regular file, unreadable, refused by the restricted reader, or holds no weights.
     """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
-        content = _read_file(path)
+        content = _read_file(path, max_bytes)
+    except UnsafeWeightsError as error:
+        raise UnsafeWeightsError(f"{path}: {error}") from error
     except ModelError:
         raise
     except Exception as error:  # unpickling and archive readers raise many types; all mean "unreadable"
@@ -304,9 +300,14 @@ def resolve_model_file(name_or_path: str | os.PathLike[str],
                        model_dir: str | os.PathLike[str] | None = None) -> tuple[Path, CatalogEntry | None]:
     """The weight file that ``name_or_path`` designates, and its catalog entry if any. Never downloads.
 
-    An existing file wins; otherwise a catalog name resolves to its cached file, and ModelError says how to pull
-    it when it is not there. An unknown name raises ModelError suggesting the nearest known one.
+    An existing file wins (a path is the user's choice and is not checksum-checked); otherwise a catalog name
+    resolves to its cached file, and ModelError says how to pull it when it is not there. Every load of a catalog
+    model by name passes here, so this is where its cached file is checked: ChecksumError, before anything reads
+    it, when it does not match its published or recorded sha256 or has neither (hashing is cached per file
+    version). An unknown name raises ModelError suggesting the nearest known one.
     """
+    from .download import check_cached_file
+
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.is_file():
@@ -319,6 +320,7 @@ def resolve_model_file(name_or_path: str | os.PathLike[str],
             raise ModelError(f"{entry.name} is a {entry.architecture} helper file, not an image model")
         cached = model_path(entry, model_dir)
         if cached.is_file():
+            check_cached_file(entry, model_dir)
             return cached, entry
         flag = f" --model-dir {model_dir}" if model_dir is not None else ""
         raise ModelError(f"model {entry.name!r} is not downloaded (no {cached}); "

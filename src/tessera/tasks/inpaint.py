@@ -28,8 +28,9 @@ from ..models.classical.inpaint import WEIGHT_FREE_INPAINT
 from ..models.descriptor import Model
 from ..options import InpaintOptions, parse_options
 from .common import deliver, open_picture
-from .inpaint_paste import RegionWriter, paste_region, stitch_pixels, to_gray
-from .inpaint_plan import MIN_RUN_SIDE, QUANTUM, Region, Sizing, plan_regions
+from .inpaint_paste import (Manifest, RegionWriter, check_photo, check_region_files, paste_region, read_manifest,
+                            stitch_pixels, to_gray)
+from .inpaint_plan import QUANTUM, Region, Sizing, plan_regions
 
 LAMA = "big-lama"                 # catalog name of the network `--model auto` uses when it is cached
 DEFAULT_WEIGHT_FREE = "telea"     # best mean PSNR and SSIM in the holes: bench/inpaint_quality.py
@@ -207,9 +208,7 @@ def inpaint(image: Any, mask: Any, *, model: str | Model | Any = "auto", progres
     an :class:`InpaintReport`.
     """
     opts = parse_options(InpaintOptions, model=model if isinstance(model, str) else "auto", **options)
-    max_size = None if opts.max_size == "auto" else int(opts.max_size)
-    if max_size is not None and max_size < MIN_RUN_SIDE:
-        raise OptionError(f"option max_size: must be at least {MIN_RUN_SIDE} px or auto (got {max_size})")
+    max_size = None if opts.max_size == "auto" else int(opts.max_size)  # the schema checked MIN_RUN_SIDE
     picture, kind = open_picture(image)
     pixels = picture.pixels
     grown = prepare_mask(mask, pixels.shape[:2], grow=opts.grow, resize=opts.resize_mask)
@@ -240,19 +239,32 @@ def inpaint(image: Any, mask: Any, *, model: str | Model | Any = "auto", progres
     return deliver(picture.with_pixels(out), kind)
 
 
-def stitch(manifest: str | Path, image: Any = None) -> Any:
+def stitch(manifest: str | Path | Manifest, image: Any = None) -> Any:
     """Put the region results of a ``save_regions`` manifest (edited or not) back into the photo.
 
     ``image``: the photo (path, Picture or array); default: the input file the manifest names. Only pixels of
     each region's mask change, blended with the manifest's feather; the result comes back in the form given
-    (a Picture for a path or the default).
+    (a Picture for a path or the default). Everything that can be checked is checked before a pixel is decoded:
+    the manifest (:func:`~.inpaint_paste.read_manifest`), the region files' headers, the photo's header.
     """
-    from .inpaint_paste import read_manifest
+    import os
 
-    if image is None:
-        source = read_manifest(manifest).get("input")
-        if not source:
-            raise OptionError(f"manifest {manifest} names no input photo (it came from an array): give the photo")
-        image = source
+    from ..image import read_image_size
+
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    image = stitch_photo(manifest, image)
+    check_region_files(manifest)
+    if isinstance(image, (str, os.PathLike)):
+        check_photo(manifest, *read_image_size(image))  # the reader refuses a FIFO without blocking on it
     picture, kind = open_picture(image)
     return deliver(picture.with_pixels(stitch_pixels(manifest, picture)), kind)
+
+
+def stitch_photo(manifest: Manifest, image: Any = None) -> Any:
+    """The photo to stitch into: ``image`` when given, else the one the manifest names."""
+    if image is not None:
+        return image
+    if manifest.input is None:
+        raise OptionError(f"manifest {manifest.path} names no input photo (it came from an array): give the photo")
+    return manifest.input

@@ -6,13 +6,20 @@ band of that many pixels inside the mask edge (raised cosine of the distance to 
 
 A result is first rounded to the photo's dtype, then blended: so ``stitch`` of the saved, unedited results
 gives exactly the image ``inpaint`` wrote.
+
+A manifest may come from anyone (a folder shared or downloaded), so :func:`read_manifest` checks all of it
+before a pixel is read: its types, at most :data:`MAX_REGIONS` regions, every crop inside the photo, every
+region file a regular file inside the manifest's folder (no ``..``, no absolute path, no symbolic link leading
+out, no FIFO that would block the reader), and :func:`check_region_files` that each file's header has its
+crop's size. Each failure is one :class:`~tessera.errors.InputError` line.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 import cv2
@@ -23,6 +30,10 @@ from ..image import from_float, to_float, write_atomically
 from .inpaint_plan import Box, Region
 
 MANIFEST_VERSION = 1
+MAX_REGIONS = 10_000                 # regions a manifest may list (an inpaint with more cannot save them)
+MAX_MANIFEST_BYTES = 16 << 20        # a manifest of MAX_REGIONS regions takes about 3 MB
+_MAX_SIDE = 2**31 - 1
+_DTYPES = ("uint8", "uint16", "float32")
 
 
 def feather_weights(paste: np.ndarray, feather: int, crop: Box, photo_shape: tuple[int, int]) -> np.ndarray | None:
@@ -82,12 +93,24 @@ def to_gray(result: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SavedRegion:
-    """One region as written by ``--save-regions``: its crop and file names relative to the manifest."""
+    """One region of a manifest: its crop in the photo and its paste mask and result files (checked paths)."""
 
     crop: Box
-    input: str
-    mask: str
-    result: str
+    mask: Path
+    result: Path
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked ``--save-regions`` manifest: the photo it was written for and its regions."""
+
+    path: Path
+    input: Path | None
+    width: int
+    height: int
+    dtype: str | None
+    feather: int
+    regions: tuple[SavedRegion, ...]
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -122,6 +145,9 @@ class RegionWriter:
 
     def add(self, region: Region, crop_pixels: np.ndarray, paste: np.ndarray, result: np.ndarray) -> None:
         index = len(self.regions)
+        if index >= MAX_REGIONS:
+            raise OutputError(f"more than {MAX_REGIONS:,} regions to save in {self.folder}: stitch reads at most "
+                              f"{MAX_REGIONS:,}; inpaint without saving the regions, or a part of the mask at a time")
         names = {kind: f"region_{index:03d}_{kind}.png" for kind in ("input", "mask", "result")}
         gray = bool(getattr(self.photo, "gray", False))
         self._save(_for_file(crop_pixels, gray), self.folder / names["input"])
@@ -155,31 +181,172 @@ def _for_file(pixels: np.ndarray, gray: bool) -> np.ndarray:
         pixels = from_float(pixels, np.uint16)
     return pixels[:, :, 0] if gray else pixels
 
+# ---------------------------------------------------------------------------------------------- reading back
 
-def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load and check a ``--save-regions`` manifest."""
+
+def regular_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` if it is a regular file; InputError otherwise (missing, a folder, a FIFO, a device...)."""
     path = Path(path)
+    os.close(_open_regular(path, what))
+    return path
+
+
+def _open_regular(path: Path, what: str) -> int:
+    """A read-only descriptor of the regular file ``path``; InputError for anything else.
+
+    Checked with ``stat`` before anything opens it, then opened without blocking (``O_NONBLOCK``) and checked
+    again to be that same regular file: a FIFO would block its reader for ever, and a device never ends.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        before = os.stat(path)
     except FileNotFoundError:
-        raise InputError(f"manifest {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"manifest {path} is not a readable JSON file: {exc}") from None
+        raise InputError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise InputError(f"{what} {path} cannot be read ({getattr(error, 'strerror', None) or error})") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise InputError(f"{what} {path} is not a regular file")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise InputError(f"{what} {path} cannot be read ({error.strerror or error})") from None
+    opened = os.fstat(descriptor)
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
+        os.close(descriptor)
+        raise InputError(f"{what} {path} changed while it was being checked")
+    return descriptor
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON document in the regular file ``path`` (at most MAX_MANIFEST_BYTES), read without blocking."""
+    try:
+        with os.fdopen(_open_regular(path, "manifest"), "rb") as file:
+            data = file.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as error:
+        raise InputError(f"manifest {path} cannot be read ({error.strerror or error})") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise InputError(f"manifest {path} is over {MAX_MANIFEST_BYTES >> 20} MiB: not one --save-regions wrote")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise InputError(f"manifest {path} is not a readable JSON file: {reason}") from None
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to a length that keeps an error message on one readable line."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _whole_number(value: Any, low: int, high: int) -> int | None:
+    """``value`` when it is a JSON integer (not a boolean, not a float) in ``low..high``, else None."""
+    if type(value) is int and low <= value <= high:
+        return value
+    return None
+
+
+def _field(data: dict[str, Any], key: str, low: int, high: int, path: Path) -> int:
+    value = _whole_number(data.get(key), low, high)
+    if value is None:
+        raise InputError(f"manifest {path}: {key!r} must be a whole number from {low} to {high:,}, "
+                         f"got {_shown(data.get(key))}")
+    return value
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Load and check a ``--save-regions`` manifest (see the module's docstring for what is checked)."""
+    path = Path(path)
+    data = _read_json(path)
     if not isinstance(data, dict) or data.get("tessera") != "inpaint-regions":
         raise InputError(f"{path} is not a tessera inpaint manifest (written by --save-regions)")
-    if data.get("version") != MANIFEST_VERSION:
-        raise InputError(f"manifest {path} has version {data.get('version')!r}; this tessera reads {MANIFEST_VERSION}")
+    version = data.get("version")
+    if type(version) is not int or version != MANIFEST_VERSION:
+        raise InputError(f"manifest {path} has version {_shown(version)}; this tessera reads {MANIFEST_VERSION}")
     for key in ("width", "height", "regions", "feather"):
         if key not in data:
             raise InputError(f"manifest {path} lacks {key!r}")
-    return data
+    width = _field(data, "width", 1, _MAX_SIDE, path)
+    height = _field(data, "height", 1, _MAX_SIDE, path)
+    feather = _field(data, "feather", 0, 256, path)
+    dtype = data.get("dtype")
+    if dtype is not None and dtype not in _DTYPES:
+        raise InputError(f"manifest {path}: 'dtype' must be one of {', '.join(_DTYPES)}, got {_shown(dtype)}")
+    entries = data["regions"]
+    if not isinstance(entries, list):
+        raise InputError(f"manifest {path}: 'regions' must be a list, got {type(entries).__name__}")
+    if len(entries) > MAX_REGIONS:
+        raise InputError(f"manifest {path} lists {len(entries):,} regions, over the limit of {MAX_REGIONS:,}")
+    folder = path.parent
+    inside = Path(os.path.realpath(folder))
+    regions = tuple(_saved_region(entry, number, width, height, folder, inside, path)
+                    for number, entry in enumerate(entries))
+    return Manifest(path, _input_photo(data.get("input"), path), width, height, dtype, feather, regions)
+
+
+def _input_photo(value: Any, path: Path) -> Path | None:
+    """The photo the manifest names (an absolute path, as --save-regions writes it), or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or "\x00" in value:
+        raise InputError(f"manifest {path}: 'input' must be the path of the photo, got {_shown(value)}")
+    return Path(value)
+
+
+def _saved_region(entry: Any, number: int, width: int, height: int, folder: Path, inside: Path,
+                  path: Path) -> SavedRegion:
+    if not isinstance(entry, dict):
+        raise InputError(f"manifest {path}: region {number} must be an object, got {type(entry).__name__}")
+    crop = region_crop(entry, width, height, path)
+    return SavedRegion(crop, _region_file(entry.get("mask"), "mask", folder, inside, path),
+                       _region_file(entry.get("result"), "result", folder, inside, path))
+
+
+def region_crop(entry: dict[str, Any], width: int, height: int, path: Path) -> Box:
+    """The region's crop ``[y0, x0, y1, x1]``: four whole numbers, a non-empty box inside the photo."""
+    values = entry.get("crop")
+    numbers = [_whole_number(v, 0, _MAX_SIDE) for v in values] if isinstance(values, list) else []
+    if len(numbers) != 4 or None in numbers:
+        raise InputError(f"manifest {path}: a region has no valid 'crop' [y0, x0, y1, x1] (got {_shown(values)})")
+    y0, x0, y1, x1 = numbers
+    if not (y0 < y1 <= height and x0 < x1 <= width):
+        raise InputError(f"manifest {path}: crop {[y0, x0, y1, x1]} lies outside the {width}x{height} photo")
+    return Box(y0, x0, y1, x1)
+
+
+def _region_file(name: Any, kind: str, folder: Path, inside: Path, path: Path) -> Path:
+    """The region file ``name`` as a checked path: relative, inside the manifest's folder once symbolic links
+    are followed, and a regular file."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InputError(f"manifest {path}: a region lacks its {kind!r} file name (got {_shown(name)})")
+    relative = PurePath(name)
+    if relative.is_absolute() or PureWindowsPath(name).drive or ".." in relative.parts:
+        raise InputError(f"manifest {path}: region {kind} file {_shown(name)} is not inside the manifest's folder")
+    real = Path(os.path.realpath(folder / relative))
+    if not real.is_relative_to(inside):
+        raise InputError(f"manifest {path}: region {kind} file {_shown(name)} leads out of the manifest's "
+                         f"folder (a symbolic link)")
+    return regular_file(real, f"region {kind} file")
+
+
+def check_region_files(manifest: Manifest) -> None:
+    """Every region's mask and result file has its crop's size, read from their headers (nothing decoded).
+
+    The image reader opens them as :func:`regular_file` does (no blocking on a FIFO, regular files only)."""
+    from ..image import read_image_size
+
+    for region in manifest.regions:
+        expected = (region.crop.width, region.crop.height)
+        for kind, file in (("mask", region.mask), ("result", region.result)):
+            size = read_image_size(file)
+            if size != expected:
+                raise InputError(f"region {kind} {file} is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}")
 
 
 def load_region_array(path: Path, shape: tuple[int, int], dtype: np.dtype, gray: bool, what: str) -> np.ndarray:
     """A region's (possibly hand-edited) result file as HxWx3 pixels of the photo's dtype."""
     from ..image import load_image
 
-    picture = load_image(path)
+    picture = load_image(path, max_pixels=shape[0] * shape[1])
     pixels = picture.pixels
     if pixels.shape[:2] != shape:
         raise InputError(f"{what} {path} is {pixels.shape[1]}x{pixels.shape[0]}, expected {shape[1]}x{shape[0]}")
@@ -190,45 +357,35 @@ def load_region_array(path: Path, shape: tuple[int, int], dtype: np.dtype, gray:
     return pixels
 
 
-def region_crop(entry: dict[str, Any], width: int, height: int, path: Path) -> Box:
-    try:
-        y0, x0, y1, x1 = (int(v) for v in entry["crop"])
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"manifest {path}: a region has no valid 'crop' [y0, x0, y1, x1]") from None
-    if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
-        raise InputError(f"manifest {path}: crop {[y0, x0, y1, x1]} lies outside the {width}x{height} photo")
-    return Box(y0, x0, y1, x1)
+def check_photo(manifest: Manifest, width: int, height: int) -> None:
+    """Refuse a photo of another size than the one the manifest was written for."""
+    if (width, height) != (manifest.width, manifest.height):
+        raise InputError(f"the photo is {width}x{height} but manifest {manifest.path} was written for "
+                         f"{manifest.width}x{manifest.height}")
 
 
-def stitch_pixels(manifest_path: str | os.PathLike[str], picture: Any) -> np.ndarray:
-    """Paste the manifest's region results into ``picture``'s pixels; returns the new pixel array."""
-    path = Path(manifest_path)
-    data = read_manifest(path)
-    pixels = picture.pixels
-    width, height = int(data["width"]), int(data["height"])
-    if pixels.shape[:2] != (height, width):
-        raise InputError(f"the photo is {pixels.shape[1]}x{pixels.shape[0]} but manifest {path} was written for "
-                         f"{width}x{height}")
-    if data.get("dtype") and data["dtype"] != str(pixels.dtype):
-        raise InputError(f"the photo is {pixels.dtype} but manifest {path} was written for {data['dtype']}")
-    feather = data["feather"]
-    if not isinstance(feather, int) or not 0 <= feather <= 256:
-        raise InputError(f"manifest {path}: feather {feather!r} is not a whole number of pixels in 0..256")
-    out = pixels.copy()
-    gray = bool(getattr(picture, "gray", False))
+def stitch_pixels(manifest: Manifest | str | os.PathLike[str], picture: Any) -> np.ndarray:
+    """Paste the manifest's region results into ``picture``'s pixels; returns the new pixel array.
+
+    Each region file is decoded within its crop's size; :func:`check_region_files` beforehand refuses a wrong
+    one before anything is decoded (``stitch`` does both)."""
     from ..masks import load_mask
 
-    for entry in data["regions"]:
-        crop = region_crop(entry, width, height, path)
-        shape = (crop.height, crop.width)
-        try:
-            result_file, mask_file = path.parent / entry["result"], path.parent / entry["mask"]
-        except (KeyError, TypeError):
-            raise InputError(f"manifest {path}: a region lacks its 'result' or 'mask' file name") from None
-        paste = load_mask(mask_file, what=f"region mask {mask_file}")
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    pixels = picture.pixels
+    check_photo(manifest, pixels.shape[1], pixels.shape[0])
+    if manifest.dtype and manifest.dtype != str(pixels.dtype):
+        raise InputError(f"the photo is {pixels.dtype} but manifest {manifest.path} was written for "
+                         f"{manifest.dtype}")
+    out = pixels.copy()
+    gray = bool(getattr(picture, "gray", False))
+    for region in manifest.regions:
+        shape = (region.crop.height, region.crop.width)
+        paste = load_mask(region.mask, what=f"region mask {region.mask}")
         if paste.shape != shape:
-            raise InputError(f"region mask {mask_file} is {paste.shape[1]}x{paste.shape[0]}, expected "
+            raise InputError(f"region mask {region.mask} is {paste.shape[1]}x{paste.shape[0]}, expected "
                              f"{shape[1]}x{shape[0]}")
-        result = load_region_array(result_file, shape, pixels.dtype, gray, "region result")
-        paste_region(out, pixels, crop, paste, result, feather)
+        result = load_region_array(region.result, shape, pixels.dtype, gray, "region result")
+        paste_region(out, pixels, region.crop, paste, result, manifest.feather)
     return out

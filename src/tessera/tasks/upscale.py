@@ -19,10 +19,8 @@ from ..engine import ProgressCallback, Runtime, TilePlan, measure_context, tiled
 from ..errors import OptionError
 from ..models.classical.lanczos import lanczos_model, resize
 from ..models.descriptor import Model
-from ..options import UpscaleOptions, parse_options
+from ..options import WEIGHT_FREE_DEFAULT_SCALE, UpscaleOptions, parse_options
 from .common import deliver, open_picture
-
-WEIGHT_FREE_DEFAULT_SCALE = 2.0
 
 
 @dataclass

@@ -4,5 +4,8 @@
 embedding. Modules: ``app`` (page and handlers), ``jobs`` (job board, cancel, progress, errors), ``limits``
 (upload and result limits), ``results`` (previews, saved results), ``retention`` (output folder and sweeps),
 ``controls`` (controls from the option schema), ``i18n`` (English and Simplified Chinese), ``access`` (host and
-password rules). Importing this package imports nothing heavy; ``app`` imports gradio.
+password rules, login throttle), ``models`` (the model choices a client may send), ``uploads`` (which server files
+a job may read), ``editor`` (the mask editor's images decoded by tessera), ``queue_events`` (whether a job's
+client is still there), ``wording`` (messages with control labels instead of CLI flags). Importing this package
+imports nothing heavy; ``app`` imports gradio.
 """

@@ -8,12 +8,18 @@ have defaults, so ``gradio_client`` can call them with the photo alone. The page
 inpainting it first turns the brush strokes of the editor, painted on a preview, into a full-resolution mask.
 
 Jobs run on Gradio's queue, one at a time per device (one concurrency group), with live progress and a Cancel
-button that stops a job between two batches. See :mod:`.jobs`, :mod:`.limits`, :mod:`.retention`.
+button that stops a job between two batches; a job whose client went away is cancelled the same way.
+
+What a client sends is checked here, whatever the page allows: models are choices of one menu (the catalog and
+the folders named at start, :mod:`.models`), never paths; photos and masks are files Gradio received
+(:mod:`.uploads`); the mask editor's images are decoded by tessera (:mod:`.editor`); logins are throttled
+(:mod:`.access`). See also :mod:`.jobs`, :mod:`.limits`, :mod:`.retention`.
 """
 from __future__ import annotations
 
 import contextlib
 import html
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +29,7 @@ from typing import Any
 import cv2
 import gradio as gr
 import numpy as np
+from starlette.middleware import Middleware
 
 from ..engine import resolve_device
 from ..errors import InputError
@@ -33,9 +40,10 @@ from ..options import (
     UpscaleOptions,
     parse_options,
 )
-from .access import check_exposure
+from .access import LoginAttempts, LoginThrottle, PasswordCheck, check_exposure
 from .controls import option_control, option_values
-from .i18n import make_i18n, t
+from .editor import guard_editor
+from .i18n import language_of, make_i18n, t
 from .jobs import (
     Job,
     JobBoard,
@@ -47,11 +55,14 @@ from .jobs import (
 )
 from .limits import (
     Limits,
+    check_quality,
     check_result_fits,
     check_scale,
     check_upload,
     open_upload,
 )
+from .models import WEIGHT_FREE, ModelMenu
+from .queue_events import client_gone_probe
 from .results import (
     DEFAULT_PREVIEW_SIDE,
     OUTPUT_FORMATS,
@@ -61,9 +72,10 @@ from .results import (
     save_mask,
     save_result,
 )
+from .uploads import UploadGate
+from .wording import NOT_ON_PAGE
 
 DEVICE_GROUP = "device"   # the concurrency group of jobs that use the device: one at a time
-WEIGHT_FREE = "weight-free"
 SCALES = ["auto", "1", "1.5", "2", "3", "4", "6", "8"]
 UNKNOWN_MODEL_SCALE = 4.0  # for the memory check, the factor assumed of a weight file the catalog does not know
 PROGRESS = gr.Progress()  # marks a job's progress parameter: Gradio passes a fresh tracker to each call
@@ -72,46 +84,50 @@ BRUSH = ("#ff3c8c", 0.6)  # see-through, so the photo shows under the strokes; a
 ENGINE_FIELDS = ("device", "precision", "max_memory", "tile", "tile_pad", "tile_batch", "blend")
 INPAINT_FIELDS = ("strategy", "crop_margin", "max_size", "grow", "feather")
 FACE_MAIN_FIELDS = ("upscale", "strength")
-_NOT_IN_WEB = {"save_regions", "save_faces", "resize_mask", "model", "background"}
+_NOT_IN_WEB = {*NOT_ON_PAGE, "model", "background"}  # not in Advanced: no control, or one on the tab itself
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    """What the app needs to know: where results go, how long they stay, the limits, the preview size."""
+    """What the app needs to know: where results go, how long they stay, the limits, the preview size.
+
+    ``model_dir`` is the model cache (catalog models); ``model_folders`` are the folders whose weight files are
+    offered too (``tessera serve --models-from DIR``). ``login_free_tries`` failed logins per client address are
+    allowed before it must wait ``login_first_delay`` seconds, doubling with each further failure.
+    """
 
     output_dir: Path
     keep_days: float = 7.0
     limits: Limits = field(default_factory=Limits)
     preview_side: int = DEFAULT_PREVIEW_SIDE
     model_dir: Path | None = None
+    model_folders: tuple[Path, ...] = ()
     queue_size: int = 64
     editor_height: int = 540  # px of the mask editor on the page (its canvas is redrawn on every brush move)
+    login_free_tries: int = 5
+    login_first_delay: float = 2.0
 
 
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or ""
 
 
+def _language(request: gr.Request | None) -> str:
+    """The page's language for server-made messages, from the browser's Accept-Language header."""
+    try:
+        headers = getattr(request, "headers", None) or {}
+        return language_of(headers.get("accept-language"))
+    except (AttributeError, TypeError):  # a call without an HTTP request (tests, embedding)
+        return "en"
+
+
 def _seconds(started: float) -> str:
     return f"{time.perf_counter() - started:.1f} s"
 
 
-def _catalog_choices(tasks: tuple[str, ...], model_dir: Path | None) -> list[tuple[str, str]]:
-    """(label, name) of the catalog's models for ``tasks``; the label says when the weights are not cached."""
-    from ..models.catalog import CATALOG, model_path
-
-    choices = []
-    for entry in CATALOG:
-        if entry.task in tasks and not entry.auxiliary:
-            cached = model_path(entry, model_dir).is_file()
-            choices.append((entry.name if cached else f"{entry.name} (not downloaded)", entry.name))
-    return choices
-
-
-def _model_or_none(value: Any) -> str | None:
-    """The dropdowns' weight-free entries (and an empty value) mean "no network"."""
-    text = str(value or "").strip()
-    return None if text.lower() in ("", WEIGHT_FREE, "lanczos", "none") else text
+def _model_or_none(value: str) -> str | None:
+    """The dropdowns' weight-free entries mean "no network"."""
+    return None if value in (WEIGHT_FREE, "lanczos") else value
 
 
 class WebApp:
@@ -121,18 +137,40 @@ class WebApp:
         self.config = config
         self.board = JobBoard()
         self.device = resolve_device("auto")
+        self.menu = ModelMenu(config.model_dir, config.model_folders)
+        self.gate = UploadGate()
+        self._device_turn = threading.Lock()
 
     # ------------------------------------------------------------------------------------------- helpers
 
+    def _names(self, *uploads: str | None) -> dict[str, str]:
+        """Server paths -> names for messages: the uploads' and the model folders' files."""
+        return {**self.menu.display_names(), **upload_names(*uploads)}
+
+    @contextlib.contextmanager
+    def _errors(self, request: gr.Request | None, *uploads: str | None) -> Iterator[None]:
+        with user_errors(self._names(*uploads), language=_language(request)):
+            yield
+
     @contextlib.contextmanager
     def _job(self, task: str, request: gr.Request | None, *uploads: str | None) -> Iterator[Job]:
-        """A job on the board, its errors shown as one line, its memory handed back when it ends."""
-        with user_errors(upload_names(*uploads)):
+        """A job on the board, its errors shown as one line, its memory handed back when it ends.
+
+        The job is cancelled when its client goes away (see :func:`.queue_events.client_gone_probe`). Jobs take
+        turns on a lock as well as in Gradio's concurrency group: Gradio frees the group's slot as soon as an event
+        is cancelled, while the cancelled function still runs until its next batch.
+        """
+        with self._errors(request, *uploads), self._device_turn:
             try:
-                with self.board.run(task, _session(request)) as job:
+                with self.board.run(task, _session(request), client_gone=client_gone_probe()) as job:
                     yield job
             finally:
                 release_memory(self.device)
+
+    def _upload(self, path: str | None, request: gr.Request | None, what: str = "photo") -> str | None:
+        """The path of a file Gradio received for this request (see :class:`.uploads.UploadGate`)."""
+        admitted = self.gate.admit(path, _session(request), what)
+        return None if admitted is None else str(admitted)
 
     def _bridge(self, progress: Any, values: dict[str, Any]) -> ProgressBridge:
         try:
@@ -158,20 +196,23 @@ class WebApp:
         from ..tasks.upscale import WEIGHT_FREE_DEFAULT_SCALE, upscale
 
         fmt, quality = values.pop("format", "PNG"), values.pop("quality", 95)
-        model = _model_or_none(values.pop("model", None))
+        model_choice = values.pop("model", "lanczos")
         scale_text = str(values.pop("scale", "auto") or "auto").strip().lower()
         with self._job("upscale", request, image) as job:
+            model = _model_or_none(self.menu.resolve("upscale", model_choice))
             scale = None if scale_text == "auto" else _number(scale_text, "scale")
             check_scale(scale)
+            check_quality(quality)
+            options = option_values(UpscaleOptions, values)
+            parse_options(UpscaleOptions, options, model=model, scale=scale)  # before the upload is decoded
             started = time.perf_counter()
-            picture = open_upload(image, self.config.limits)
-            entry = find_entry(model) if model else None
+            picture = open_upload(self._upload(image, request), self.config.limits)
+            entry = find_entry(Path(model).name) if model else None  # a folder file may carry a catalog name
             expected = WEIGHT_FREE_DEFAULT_SCALE if model is None else entry.scale if entry else UNKNOWN_MODEL_SCALE
             check_result_fits(picture, scale or expected)
             reports: list[Any] = []
             result = upscale(picture, model=model, scale=scale, progress=self._bridge(progress, values),
-                             cancel=job.cancel, model_dir=self.config.model_dir, report=reports,
-                             **option_values(UpscaleOptions, values))
+                             cancel=job.cancel, model_dir=self.config.model_dir, report=reports, **options)
             report = reports[0]
             name = f"{report.model}" + (" (weight-free)" if report.weight_free else "")
             return self._finish(picture, result, upload=image, task="upscaled", fmt=fmt, quality=quality,
@@ -183,13 +224,17 @@ class WebApp:
         from ..tasks.faces import enhance_faces
 
         fmt, quality = values.pop("format", "PNG"), values.pop("quality", 95)
-        model = _model_or_none(values.pop("model", None))
-        background = str(values.pop("background", "auto") or "auto")
+        model_choice = values.pop("model", WEIGHT_FREE)
+        background_choice = values.pop("background", "auto")
         with self._job("enhance", request, image) as job:
-            started = time.perf_counter()
-            picture = open_upload(image, self.config.limits)
+            model = _model_or_none(self.menu.resolve("face", model_choice))
+            background = self.menu.resolve("background", background_choice)
+            check_quality(quality)
             options = option_values(FaceOptions, values)
-            check_result_fits(picture, parse_options(FaceOptions, options).upscale)
+            factor = parse_options(FaceOptions, options).upscale  # before the upload is decoded
+            started = time.perf_counter()
+            picture = open_upload(self._upload(image, request), self.config.limits)
+            check_result_fits(picture, factor)
             reports: list[Any] = []
             result = enhance_faces(picture, model=model, background=background,
                                    progress=self._bridge(progress, values), cancel=job.cancel,
@@ -204,15 +249,18 @@ class WebApp:
         from ..tasks.inpaint import inpaint
 
         fmt, quality = values.pop("format", "PNG"), values.pop("quality", 95)
-        model = str(values.pop("model", "auto") or "auto")
+        model_choice = values.pop("model", "auto")
         with self._job("inpaint", request, image, mask) as job:
+            model = self.menu.resolve("inpaint", model_choice)
+            check_quality(quality)
+            options = option_values(InpaintOptions, values)
+            parse_options(InpaintOptions, options, model=model)  # before the uploads are decoded
             started = time.perf_counter()
-            picture = open_upload(image, self.config.limits)
-            mask_path = check_upload(mask, self.config.limits, "mask")
+            picture = open_upload(self._upload(image, request), self.config.limits)
+            mask_picture = open_upload(self._upload(mask, request, "mask"), self.config.limits, "mask")
             reports: list[Any] = []
-            result = inpaint(picture, str(mask_path), model=model, progress=self._bridge(progress, values),
-                             cancel=job.cancel, model_dir=self.config.model_dir, report=reports,
-                             **option_values(InpaintOptions, values))
+            result = inpaint(picture, mask_picture, model=model, progress=self._bridge(progress, values),
+                             cancel=job.cancel, model_dir=self.config.model_dir, report=reports, **options)
             report = reports[0]
             note = f" · {report.fallback}" if report.fallback else ""
             return self._finish(picture, result, upload=image, task="inpainted", fmt=fmt, quality=quality,
@@ -225,36 +273,43 @@ class WebApp:
 
     # ------------------------------------------------------------------------------------------- page helpers
 
-    def editor_preview(self, image: str | None) -> dict[str, Any] | None:
+    def editor_preview(self, image: str | None, request: gr.Request) -> dict[str, Any] | None:
         """The photo as the mask editor's background: a preview no larger than ``preview_side``."""
         if not image:
             return None
-        with user_errors(upload_names(image)):
-            picture = open_upload(image, self.config.limits)
+        with self._errors(request, image):
+            picture = open_upload(self._upload(image, request), self.config.limits)
             return {"background": preview(picture.pixels, self.config.preview_side), "layers": [],
                     "composite": None}
 
-    def prepare_mask(self, image: str | None, editor: dict[str, Any] | None) -> str:
-        """Turn the strokes painted on the preview into a mask file at the photo's full resolution."""
+    def prepare_mask(self, image: str | None, editor: dict[str, Any] | None, request: gr.Request) -> str:
+        """Turn the strokes painted on the preview into a mask file at the photo's full resolution.
+
+        The mask is written to the output folder and handed back as the /inpaint job's mask: the upload gate
+        admits it for this session only.
+        """
         from ..image import read_image_size
 
-        with user_errors(upload_names(image)):
-            photo = check_upload(image, self.config.limits)
+        with self._errors(request, image):
+            photo = check_upload(self._upload(image, request), self.config.limits)
             strokes = editor_strokes(editor)
             if strokes is None:
                 raise InputError("paint over what to remove first (brush tool)")
             width, height = read_image_size(photo)
+            _check_mask_pixels(width, height, self.config.limits)
             mask = scale_mask(strokes, width, height)
-            return str(save_mask(mask, self.config.output_dir, upload=photo.name))
+            path = save_mask(mask, self.config.output_dir, upload=photo.name)
+            self.gate.issue(path, _session(request))
+            return str(path)
 
-    def detect(self, image: str | None, **values: Any) -> tuple[np.ndarray | None, str]:
+    def detect(self, image: str | None, request: gr.Request, **values: Any) -> tuple[np.ndarray | None, str]:
         """Find the faces and draw them on a preview (boxes, scores, landmarks)."""
         from ..faces.detect import available_detector, detect_faces
 
         if not image:
             return None, ""
-        with user_errors(upload_names(image)):
-            picture = open_upload(image, self.config.limits)
+        with self._errors(request, image):
+            picture = open_upload(self._upload(image, request), self.config.limits)
             opts = parse_options(FaceOptions, option_values(FaceOptions, values))
             faces = detect_faces(picture.pixels, min_face=opts.min_face, min_score=opts.min_score,
                                  detector=available_detector(opts.detector), tiles=opts.detect_tiles)
@@ -321,15 +376,12 @@ class WebApp:
         with gr.Row():
             with gr.Column():
                 parts["photo"] = self._photo("inpaint")
-                parts["editor"] = gr.ImageEditor(
+                parts["editor"] = guard_editor(gr.ImageEditor(
                     label=t("editor"), type="numpy", image_mode="RGBA", sources=[], transforms=[], layers=False,
                     brush=gr.Brush(colors=[BRUSH], default_color=BRUSH, color_mode="fixed"),
                     eraser=gr.Eraser(), elem_id="inpaint-editor", height=self.config.editor_height,
-                    canvas_size=(self.config.preview_side, self.config.preview_side))
-                parts["model"] = option_control(
-                    InpaintOptions, "model", choices=[("auto", "auto"), ("patchmatch", "patchmatch"),
-                                                      ("telea", "telea"),
-                                                      *_catalog_choices(("inpaint",), self.config.model_dir)])
+                    canvas_size=(self.config.preview_side, self.config.preview_side)))
+                parts["model"] = option_control(InpaintOptions, "model", choices=self.menu.choices("inpaint"))
                 parts["format"], parts["quality"] = self._output_controls("inpaint")
                 parts["run"], parts["cancel"] = self._buttons("run.inpaint", "inpaint")
                 parts["mask"] = gr.File(visible=False, elem_id="inpaint-mask")
@@ -345,14 +397,10 @@ class WebApp:
                 parts["detected"] = gr.Image(label=t("detected"), interactive=False, type="numpy",
                                              elem_id="faces-detected", height=360)
                 parts["count"] = gr.Textbox(label=t("faces_found"), interactive=False, elem_id="faces-count")
-                parts["model"] = option_control(
-                    FaceOptions, "model", value=WEIGHT_FREE,
-                    choices=[("weight-free clean-up", WEIGHT_FREE),
-                             *_catalog_choices(("face",), self.config.model_dir)])
-                parts["background"] = option_control(
-                    FaceOptions, "background",
-                    choices=[("auto", "auto"), ("none", "none"), ("lanczos", "lanczos"),
-                             *_catalog_choices(("upscale",), self.config.model_dir)])
+                parts["model"] = option_control(FaceOptions, "model", value=WEIGHT_FREE,
+                                                choices=self.menu.choices("face"))
+                parts["background"] = option_control(FaceOptions, "background",
+                                                     choices=self.menu.choices("background"))
                 for name in FACE_MAIN_FIELDS:
                     parts[name] = option_control(FaceOptions, name)
                 parts["format"], parts["quality"] = self._output_controls("faces")
@@ -366,11 +414,10 @@ class WebApp:
         with gr.Row():
             with gr.Column():
                 parts["photo"] = self._photo("upscale")
-                parts["model"] = option_control(
-                    UpscaleOptions, "model", value="lanczos",
-                    choices=[("Lanczos (weight-free)", "lanczos"),
-                             *_catalog_choices(("upscale", "restore"), self.config.model_dir)])
-                parts["scale"] = option_control(UpscaleOptions, "scale", choices=SCALES, value="auto")
+                parts["model"] = option_control(UpscaleOptions, "model", value="lanczos",
+                                                choices=self.menu.choices("upscale"))
+                parts["scale"] = option_control(UpscaleOptions, "scale", choices=SCALES, value="auto",
+                                                allow_custom_value=True)  # any factor up to 8, checked by the job
                 parts["sharpen"] = option_control(UpscaleOptions, "sharpen")
                 parts["format"], parts["quality"] = self._output_controls("upscale")
                 parts["run"], parts["cancel"] = self._buttons("run.upscale", "upscale")
@@ -462,6 +509,15 @@ def face_advanced_fields() -> list[str]:
             if name not in engine and name not in FACE_MAIN_FIELDS and name not in _NOT_IN_WEB]
 
 
+def _check_mask_pixels(width: int, height: int, limits: Limits) -> None:
+    """The mask is made at the photo's size: refuse a photo over the pixel limit before allocating it."""
+    from ..errors import ImageTooLargeError
+
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeError(f"the photo has {width}x{height} = {width * height:,} pixels, over this server's "
+                                 f"limit of {limits.max_pixels:,} pixels")
+
+
 def _number(text: str, what: str) -> float:
     try:
         return float(text)
@@ -520,10 +576,17 @@ def launch(blocks: gr.Blocks, config: WebConfig, *, host: str = "127.0.0.1", por
     """
     check_exposure(host, auth, insecure)
     # Results are served from the output folder as they are, not copied into Gradio's cache (a second copy of
-    # every full-resolution result on disk). Like allowed_paths, this lets a logged-in user fetch them.
+    # every full-resolution result on disk). Like allowed_paths, this lets a logged-in user fetch them; jobs
+    # still refuse them as inputs (see .uploads).
     gr.set_static_paths([str(config.output_dir)])
+    app_kwargs: dict[str, Any] = {}
+    password = None
+    if auth is not None:
+        password = PasswordCheck(*auth)
+        attempts = LoginAttempts(free_tries=config.login_free_tries, first_delay=config.login_first_delay)
+        app_kwargs["middleware"] = [Middleware(LoginThrottle, attempts=attempts)]
     return blocks.launch(
-        server_name=host, server_port=port, auth=auth, share=False, inbrowser=False, show_error=True,
+        server_name=host, server_port=port, auth=password, share=False, inbrowser=False, show_error=True,
         max_file_size=config.limits.max_upload_bytes, allowed_paths=[str(config.output_dir)],
         prevent_thread_lock=prevent_thread_lock, quiet=quiet, i18n=make_i18n(), theme=theme(), css=CSS,
-        footer_links=["api", "settings"])
+        footer_links=["api", "settings"], app_kwargs=app_kwargs)

@@ -1,9 +1,10 @@
 """Gradio controls built from the shared option schema (:mod:`tessera.options`), and their values read back.
 
-A field's type picks the control: a ``Literal`` (or a list of choices given by the caller) a dropdown, a bool a
-checkbox, a bounded number a slider, an ``auto``-or-integer field a text box holding ``auto``, a memory size a text
-box (empty: no limit). Labels and help come from :mod:`.i18n` by field name (the schema's English description where
-no translation exists yet); defaults come from the schema, so the web UI, the CLI and the API agree.
+A field's type picks the control: a ``Literal`` (or a list of choices given by the caller) a dropdown that takes
+only its choices (Gradio refuses other values, even from API clients), a bool a checkbox, a bounded number a
+slider, an ``auto``-or-integer field a text box holding ``auto``, a memory size a text box (empty: no limit).
+Labels and help come from :mod:`.i18n` by field name (the schema's English description where no translation
+exists yet); defaults come from the schema, so the web UI, the CLI and the API agree.
 Values are read back by :func:`option_values` and validated by the task itself (``parse_options``).
 """
 from __future__ import annotations
@@ -66,9 +67,9 @@ def option_control(schema: type[Options], name: str, **overrides: Any) -> Any:
     common: dict[str, Any] = {"label": label_of(name), "info": info_of(name, field), "elem_id": f"opt-{name}"}
     common.update(overrides)
     default = field.default
-    if "choices" in common:  # a list made by the caller (devices, models): other values may be typed in
+    if "choices" in common:  # a list made by the caller (devices, models): only its values, unless told otherwise
         value = common.pop("value", default)
-        return gr.Dropdown(value=value, allow_custom_value=True, **common)
+        return gr.Dropdown(value=value, **{"allow_custom_value": False, **common})
     choices = _literal_choices(field.annotation)
     if choices is not None:
         return gr.Dropdown(choices=choices, value=common.pop("value", default), **common)

@@ -5,7 +5,8 @@ the page shows the language of the browser, switchable in Gradio's Settings pane
 "Language"). Option labels and help texts are keyed by the option's field name in :mod:`tessera.options`
 (``opt.<field>`` and ``opt.<field>.info``), so every control built from the schema has both languages.
 Messages made on the server (errors, progress) stay in English: they name files and values, and they are the
-same as the CLI's.
+same as the CLI's, except that the CLI flags they name become the labels of the page's controls, in the language
+the browser asks for (:func:`language_of`; see :mod:`.wording`).
 """
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ _TEXT: dict[str, tuple[str, str]] = {
     "advanced.faces": ("Faces", "人脸"),
     "done": ("Done", "完成"),
     "faces_found": ("Faces found", "检测到人脸数"),
+    # hints that replace, in error messages, what the CLI says about its own flags (see wording.py)
+    "msg.mask_size": ("paint the mask on the page, or upload a mask of the photo's size",
+                      "请在页面上涂抹蒙版，或上传与照片尺寸相同的蒙版"),
+    "msg.server_limit": ("this server's limit: use a smaller file", "这是本服务器的限制：请使用更小的文件"),
+    "msg.server_setting": ("a setting of the server, not of this page: ask whoever runs it",
+                           "这是服务器的设置，不在本页面中：请联系服务器的管理员"),
     # options (labels: opt.<field>; help: opt.<field>.info)
     "opt.device": ("Device", "设备"),
     "opt.device.info": ("auto: CUDA, then MPS, then CPU", "auto：优先 CUDA，其次 MPS，最后 CPU"),
@@ -63,7 +70,8 @@ _TEXT: dict[str, tuple[str, str]] = {
     "opt.blend.info": ("crop: exact for local networks; feather: also blend the inner overlap",
                        "crop：对局部网络精确；feather：同时羽化内部重叠区"),
     "opt.model": ("Model", "模型"),
-    "opt.model.info": ("a name from the list or a path to a weight file", "从列表中选择，或填写权重文件路径"),
+    "opt.model.info": ("a model from the list: the catalog's, and the files of the server's model folders",
+                       "从列表中选择模型：模型目录中的模型，以及服务器模型文件夹中的文件"),
     "opt.scale": ("Scale", "放大倍数"),
     "opt.scale.info": ("auto: the model's own factor (2 for Lanczos); up to 8", "auto：模型自身倍数（Lanczos 为 2）；最大 8"),
     "opt.sharpen": ("Sharpen", "锐化"),
@@ -119,6 +127,36 @@ def has_key(key: str) -> bool:
 def english(key: str) -> str:
     """The English text of ``key`` (server-side uses, tests)."""
     return _TEXT[key][0]
+
+
+def text(key: str, language: str = "en") -> str:
+    """The text of ``key`` in ``language`` (one of :data:`LANGUAGES`; any other gets English), for server-side use."""
+    index = LANGUAGES.index(language) if language in LANGUAGES else 0
+    return _TEXT[key][index]
+
+
+def language_of(accept_language: str | None) -> str:
+    """The language of :data:`LANGUAGES` a browser prefers, from its ``Accept-Language`` header; English otherwise.
+
+    Any Chinese tag (``zh``, ``zh-CN``, ``zh-Hans``...) picks Simplified Chinese, the only Chinese we have.
+    """
+    ranked = []
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        if tag and quality > 0:
+            ranked.append((-quality, position, tag.lower()))
+    for _quality, _position, tag in sorted(ranked):
+        if tag.startswith("zh"):
+            return "zh-CN"
+        if tag.startswith("en") or tag == "*":
+            return "en"
+    return "en"
 
 
 def make_i18n() -> Any:

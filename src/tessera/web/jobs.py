@@ -2,9 +2,11 @@
 
 Gradio's queue runs each job on a worker thread, one at a time per device (all jobs share one concurrency group
 of limit 1); the page shows the queue position of those that wait. A job gets a :class:`threading.Event` that
-the task checks between batches: the Cancel button sets the events of its session's running jobs. Progress
-events of the engine become ``gr.Progress`` updates ("tile 3/8 · ETA 5 s · memory 41%"). Library errors become
-one-line ``gr.Error`` messages; the server goes on serving.
+the task checks between batches: the Cancel button sets the events of its session's running jobs, and so does a
+watcher when the client has gone away (tab closed, connection dropped, the event cancelled through Gradio's
+``/cancel`` route), so that an abandoned job frees the queue at its next batch. Progress events of the engine
+become ``gr.Progress`` updates ("tile 3/8 · ETA 5 s · memory 41%"). Library errors become one-line ``gr.Error``
+messages, worded for the page (control labels, not CLI flags); the server goes on serving.
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine import ProgressEvent
+from ..progress import ProgressEvent
 from ..errors import CancelledError, TesseraError
 
 MEMORY_WARNING = 0.90   # fraction of device memory in use above which the page warns
 _MEMORY_POLL = 0.5      # seconds between two memory readings during a job
+CLIENT_POLL = 0.25      # seconds between two looks at whether a job's client is still there
 _STAGE_UNITS = {"tiles": "tile", "regions": "region", "faces": "face", "passes": "pass"}
 
 # ----------------------------------------------------------------------------------------------- memory
@@ -91,13 +94,17 @@ def release_memory(device: Any = None) -> None:
 
 @dataclass
 class Job:
-    """One running job: what it does, whose it is, and the event that cancels it."""
+    """One running job: what it does, whose it is, and the event that cancels it.
+
+    ``abandoned`` is set (with ``cancel``) when the job's client went away.
+    """
 
     id: int
     task: str
     session: str
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,20 @@ class JobRecord:
     task: str
     started: float
     ended: float
-    outcome: str  # "ok", "cancelled" or "failed"
+    outcome: str  # "ok", "cancelled", "abandoned" (cancelled because its client left) or "failed"
+
+
+def _watch_client(job: Job, client_gone: Callable[[], bool], done: threading.Event, poll: float) -> None:
+    """Until ``done``: look every ``poll`` seconds whether the client left; if so, cancel the job and stop."""
+    while not done.wait(poll):
+        try:
+            gone = client_gone()
+        except Exception:  # noqa: BLE001 - a failing probe must not kill the watcher; it means "cannot tell"
+            gone = False
+        if gone:
+            job.abandoned.set()
+            job.cancel.set()
+            return
 
 
 class JobBoard:
@@ -121,23 +141,38 @@ class JobBoard:
         self.peak_running = 0
 
     @contextlib.contextmanager
-    def run(self, task: str, session: str | None) -> Iterator[Job]:
-        """Register a job for the duration of the block; record how it ended."""
+    def run(self, task: str, session: str | None, client_gone: Callable[[], bool] | None = None,
+            poll: float = CLIENT_POLL) -> Iterator[Job]:
+        """Register a job for the duration of the block; record how it ended.
+
+        ``client_gone``, when given, is asked every ``poll`` seconds (on a watcher thread) whether the client that
+        asked for the job went away; the first True cancels the job.
+        """
         job = Job(next(self._ids), task, session or "")
         with self._lock:
             self._running[job.id] = job
             self.peak_running = max(self.peak_running, len(self._running))
+        done = threading.Event()
+        if client_gone is not None:
+            threading.Thread(target=_watch_client, args=(job, client_gone, done, poll), daemon=True,
+                             name=f"tessera-job-{job.id}-client").start()
         outcome = "failed"
         try:
             yield job
             outcome = "ok"
         except CancelledError:
-            outcome = "cancelled"
+            outcome = "abandoned" if job.abandoned.is_set() else "cancelled"
             raise
         finally:
+            done.set()
             with self._lock:
                 del self._running[job.id]
                 self.history.append(JobRecord(task, job.started, time.monotonic(), outcome))
+
+    def jobs(self) -> list[Job]:
+        """The running jobs (a copy)."""
+        with self._lock:
+            return list(self._running.values())
 
     def cancel(self, session: str | None) -> int:
         """Ask the running jobs of ``session`` to stop at their next batch; return how many were asked."""
@@ -221,17 +256,20 @@ class ProgressBridge:
 # ----------------------------------------------------------------------------------------------- errors
 
 
-def public_message(error: BaseException, uploads: dict[str, str] | None = None) -> str:
-    """The one-line message a user sees; server paths of uploads are replaced by the names the user gave."""
+def public_message(error: BaseException, uploads: dict[str, str] | None = None, language: str = "en") -> str:
+    """The one-line message a user sees: server paths of uploads (and of model files) replaced by their names,
+    CLI flags by the labels of the page's controls in ``language`` (see :mod:`.wording`)."""
+    from .wording import for_page
+
     text = " ".join(str(error).split()) or type(error).__name__
-    for path, name in (uploads or {}).items():
+    for path, name in sorted((uploads or {}).items(), key=lambda item: -len(item[0])):
         text = text.replace(path, name)
-    return text
+    return for_page(text, language)
 
 
 @contextlib.contextmanager
-def user_errors(uploads: dict[str, str] | None = None,
-                log: Callable[[str], None] | None = None) -> Iterator[None]:
+def user_errors(uploads: dict[str, str] | None = None, log: Callable[[str], None] | None = None,
+                language: str = "en") -> Iterator[None]:
     """Turn library errors into ``gr.Error`` with their one-line message; cancellation into "Cancelled".
 
     Unexpected exceptions (bugs) are logged with their traceback and shown as one line too: the job fails,
@@ -247,13 +285,13 @@ def user_errors(uploads: dict[str, str] | None = None,
         raise gr.Error("Cancelled: the job was stopped before it finished", title="Cancelled",
                        print_exception=False) from None
     except TesseraError as error:
-        raise gr.Error(public_message(error, uploads), print_exception=False) from None
+        raise gr.Error(public_message(error, uploads, language), print_exception=False) from None
     except MemoryError:
         raise gr.Error("out of memory: lower Max memory or Tile size in Advanced settings, or use a smaller "
                        "photo", print_exception=False) from None
     except Exception as error:  # noqa: BLE001 - a bug in a job must not take the server down
         (log or _log_stderr)("job failed:\n" + traceback.format_exc())
-        raise gr.Error(f"internal error ({type(error).__name__}): {public_message(error, uploads)}",
+        raise gr.Error(f"internal error ({type(error).__name__}): {public_message(error, uploads, language)}",
                        print_exception=False) from None
 
 
@@ -264,5 +302,10 @@ def _log_stderr(message: str) -> None:
 
 
 def upload_names(*paths: str | None) -> dict[str, str]:
-    """``{server path: file name}`` of uploaded files, for :func:`public_message`."""
-    return {str(path): Path(path).name for path in paths if path}
+    """``{server path: file name}`` of uploaded files, for :func:`public_message`; each path as given and with
+    its symlinks resolved (the form the checks hand on)."""
+    names = {}
+    for path in paths:
+        if path:
+            names[str(path)] = names[str(Path(path).resolve())] = Path(path).name
+    return names

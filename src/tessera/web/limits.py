@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageTooLargeError, InputError, ResourceError
-from ..image import Picture, load_image
+from ..image import Picture, check_quality as check_image_quality, load_image
 from ..options import format_bytes
 
 DEFAULT_MAX_UPLOAD = 200 << 20         # bytes
@@ -45,6 +45,14 @@ def check_upload(path: str | None, limits: Limits, what: str = "photo") -> Path:
 def open_upload(path: str | None, limits: Limits, what: str = "photo") -> Picture:
     """Decode an uploaded image within the limits (bytes, pixels); unreadable files raise ImageReadError."""
     return load_image(check_upload(path, limits, what), max_pixels=limits.max_pixels)
+
+
+def check_quality(quality: object) -> None:
+    """The JPEG/WEBP quality a client sent, checked before the job as :func:`~tessera.image.save_image` checks it
+    after; a slider sends whole numbers as floats (95.0), which count as whole numbers."""
+    if isinstance(quality, float) and quality.is_integer():
+        quality = int(quality)
+    check_image_quality(quality)
 
 
 def check_scale(scale: float | None) -> None:
