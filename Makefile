@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The pair spandrel is tested with; override on machines that need another build (e.g. aarch64: torch==2.9.1 torchvision==0.24.1).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= faces,inpaint,extra-arches,web,ray,bench,dev
+EXTRAS ?= faces,inpaint,extra-arches,web,ray,bench,dev,offline-models
 
 .PHONY: demo test serve bench clean-venv
 
@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/inpaint_roi.py --full-probe 2048
 	$(PY) bench/faces.py
 	$(PY) bench/bigimage.py
+	$(PY) bench/real_models.py
 
 clean-venv:
 	rm -rf $(VENV)

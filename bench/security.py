@@ -391,7 +391,7 @@ def fake_ghostscript(folder: Path) -> tuple[Path, Path]:
 
 def upscale_arguments(source: Path, output: Path) -> list[str]:
     """The command line every case runs, after ``tessera``."""
-    return ["upscale", str(source), "-o", str(output), "--quiet", "--scale", "2"]
+    return ["upscale", "--model", "lanczos", str(source), "-o", str(output), "--quiet", "--scale", "2"]
 
 
 @dataclass

@@ -87,13 +87,13 @@ def test_output_folder_inside_the_input_is_not_read(tmp_path):
 def test_batch_resumes_reports_and_fails_bad_files_alone(tmp_path):
     make_folder(tmp_path / "in", 3)
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    first = run_batch("upscale", tmp_path / "in", tmp_path / "out", format="jpg", scale=2)
+    first = run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos", format="jpg", scale=2)
     assert first.counts() == {"done": 3, "skipped": 0, "failed": 1}
     assert "broken.png" in first.failed[0].file and first.failed[0].error
     for i in range(3):
         assert load_image(tmp_path / "out" / f"img{i:02d}.jpg").pixels.shape == (96, 128, 3)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.jpg")}
-    second = run_batch("upscale", tmp_path / "in", tmp_path / "out", format="jpg", scale=2)
+    second = run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos", format="jpg", scale=2)
     assert second.counts() == {"done": 0, "skipped": 3, "failed": 1}
     assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.jpg")}
     lines = read_report(tmp_path / "out" / REPORT_NAME)
@@ -107,7 +107,7 @@ def test_an_output_that_does_not_decode_is_redone(tmp_path):
     make_folder(tmp_path / "in", 1)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "img00.png").write_bytes(b"garbage")
-    summary = run_batch("upscale", tmp_path / "in", tmp_path / "out")
+    summary = run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos")
     assert summary.counts()["done"] == 1
     assert load_image(tmp_path / "out" / "img00.png").width == 128
 
@@ -116,7 +116,7 @@ def test_kill_9_midway_then_resume(tmp_path):
     """A batch of 20 killed with SIGKILL, run again: all 20 outputs, each decodes, finished ones untouched."""
     make_folder(tmp_path / "in", 20, size=(200, 200))
     out = tmp_path / "out"
-    command = [sys.executable, "-c", RUNNER, "batch", "upscale", str(tmp_path / "in"), "-o", str(out),
+    command = [sys.executable, "-c", RUNNER, "batch", "upscale", "--model", "lanczos", str(tmp_path / "in"), "-o", str(out),
                "--scale", "3", "--quiet"]
     child = subprocess.Popen(command, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     report = out / REPORT_NAME
@@ -131,7 +131,7 @@ def test_kill_9_midway_then_resume(tmp_path):
     finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("img*.png")}
     assert 3 <= len(finished) < 20
 
-    rerun = run_batch("upscale", tmp_path / "in", out, scale=3)  # the same batch, run again
+    rerun = run_batch("upscale", tmp_path / "in", out, model="lanczos", scale=3)  # the same batch, run again
     assert rerun.counts()["failed"] == 0
     outputs = sorted(out.glob("img*.png"))
     assert len(outputs) == 20
@@ -164,30 +164,30 @@ def test_images_over_the_ram_budget_are_streamed(tmp_path):
     (tmp_path / "in").mkdir()
     tifffile.imwrite(tmp_path / "in" / "scan.tif", photo(90, 70, 3), tile=(32, 32), compression="zlib")
     save_image(photo(90, 70, 4), tmp_path / "in" / "poster.png")
-    summary = run_batch("upscale", tmp_path / "in", tmp_path / "out", format="png", max_ram="100K", scale=2)
+    summary = run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos", format="png", max_ram="100K", scale=2)
     by_file = {o.file: o for o in summary.outcomes}
     assert by_file["scan.tif"].status == "done" and by_file["scan.tif"].streamed
     streamed = tifffile.imread(tmp_path / "out" / "scan.tif")
     assert streamed.shape == (180, 140, 3)
     assert by_file["poster.png"].status == "failed" and "only TIFF" in by_file["poster.png"].error
-    again = run_batch("upscale", tmp_path / "in", tmp_path / "out", format="png", max_ram="100K", scale=2)
+    again = run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos", format="png", max_ram="100K", scale=2)
     assert {o.file: o.status for o in again.outcomes}["scan.tif"] == "skipped"
 
 
 def test_options_are_checked_before_any_image(tmp_path):
     make_folder(tmp_path / "in", 1)
     with pytest.raises(OptionError, match="tile"):
-        run_batch("upscale", tmp_path / "in", tmp_path / "out", tile="huge")
+        run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos", tile="huge")
     with pytest.raises(OptionError, match="masks"):
-        run_batch("upscale", tmp_path / "in", tmp_path / "out", masks=tmp_path)
+        run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos", masks=tmp_path)
     with pytest.raises(OptionError, match="needs --masks"):
         run_batch("inpaint", tmp_path / "in", tmp_path / "out")
     with pytest.raises(OptionError, match="batch task"):
         run_batch("upscal", tmp_path / "in", tmp_path / "out")
     with pytest.raises(OptionError, match="max_ram"):
-        run_batch("upscale", tmp_path / "in", tmp_path / "out", max_ram="lots")
+        run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos", max_ram="lots")
     with pytest.raises(InputError, match="not a folder"):
-        run_batch("upscale", tmp_path / "nothing", tmp_path / "out")
+        run_batch("upscale", tmp_path / "nothing", tmp_path / "out", model="lanczos")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
 
 
@@ -195,7 +195,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     from tessera import cli
 
     make_folder(tmp_path / "in", 1)
-    command = ["batch", "upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--quiet"]
+    command = ["batch", "upscale", "--model", "lanczos", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--quiet"]
     assert cli.main(command) == 0
     assert "1 done" in capsys.readouterr().err
     (tmp_path / "in" / "bad.png").write_bytes(b"nope")

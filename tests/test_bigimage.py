@@ -81,8 +81,8 @@ def test_weight_free_stream_matches_the_upscale_task(tmp_path, photo):
 
     source = tmp_path / "scan.tif"
     tifffile.imwrite(source, photo)
-    out = stream_upscale(source, tmp_path / "x2.tif")
-    assert np.array_equal(tifffile.imread(out), upscale(photo))
+    out = stream_upscale(source, tmp_path / "x2.tif", model="lanczos")
+    assert np.array_equal(tifffile.imread(out), upscale(photo, model="lanczos"))
 
 
 def test_multi_pass_is_chained_per_block(tmp_path, photo):
@@ -100,7 +100,7 @@ def test_multi_pass_is_chained_per_block(tmp_path, photo):
 def test_gray_and_alpha_keep_their_channels(tmp_path, photo):
     gray = tmp_path / "gray.tif"
     tifffile.imwrite(gray, photo[:, :, 1])
-    assert tifffile.imread(stream_upscale(gray, tmp_path / "g2.tif")).shape == (300, 406)
+    assert tifffile.imread(stream_upscale(gray, tmp_path / "g2.tif", model="lanczos")).shape == (300, 406)
     rgba = tmp_path / "rgba.tif"
     alpha = np.full(photo.shape[:2], 200, np.uint8)
     tifffile.imwrite(rgba, np.dstack([photo, alpha]), extrasamples=["unassalpha"], tile=(32, 32),
@@ -124,7 +124,7 @@ def test_memory_follows_the_block_not_the_image(monkeypatch, tmp_path, photo):
         largest.append(0)
         big = np.tile(photo, (reps, reps, 1))
         report = []
-        stream_upscale(big, tmp_path / f"o{reps}.tif", tile=40, tile_pad=4, report=report)
+        stream_upscale(big, tmp_path / f"o{reps}.tif", model="lanczos", tile=40, tile_pad=4, report=report)
         tiles.append(report[0].blocks)
     assert tiles[1] > 3 * tiles[0]
     assert largest[0] == largest[1] == (40 + 2 * 4) ** 2  # one block and its context on both sides
@@ -134,9 +134,9 @@ def test_streaming_refuses_what_it_cannot_do(tmp_path, photo):
     source = tmp_path / "scan.tif"
     tifffile.imwrite(source, photo)
     with pytest.raises(OptionError, match="integer scale"):
-        stream_upscale(source, tmp_path / "o.tif", scale=1.5)
+        stream_upscale(source, tmp_path / "o.tif", model="lanczos", scale=1.5)
     with pytest.raises(OptionError, match="tif"):
-        stream_upscale(source, tmp_path / "o.png")
+        stream_upscale(source, tmp_path / "o.png", model="lanczos")
     with pytest.raises(OptionError, match="power of 2"):
         stream_upscale(source, tmp_path / "o.tif", model=compact(), scale=6)
 

@@ -112,13 +112,13 @@ def test_upscale_checks_before_work(case, photo, out, weights, home, no_work, ca
     if "-o" not in flags:
         flags += ["-o", str(out / "big.png")]
     before = photo.read_bytes()
-    _refused(["upscale", str(photo), *flags, "--quiet"], capsys, words)
+    _refused(["upscale", "--model", "lanczos", str(photo), *flags, "--quiet"], capsys, words)
     assert list(out.iterdir()) == [] and photo.read_bytes() == before
 
 
 def test_upscale_refuses_an_output_its_format_cannot_hold_before_decoding(tmp_path, out, home, no_work, capsys):
     wide = _header_only_png(tmp_path / "wide.png", 1100, 10)
-    _refused(["upscale", str(wide), "-o", str(out / "big.webp"), "--scale", "16"], capsys, "WEBP cannot hold 17600x160")
+    _refused(["upscale", "--model", "lanczos", str(wide), "-o", str(out / "big.webp"), "--scale", "16"], capsys, "WEBP cannot hold 17600x160")
     assert list(out.iterdir()) == []
 
 # ----------------------------------------------------------------------------------------------- inpaint
@@ -198,4 +198,4 @@ def test_resize_refuses_an_output_folder_that_is_a_file(photo, weights, no_work,
 
 
 def test_batch_refuses_an_output_folder_it_cannot_create(tmp_path, photo, weights, home, no_work, capsys):
-    _refused(["batch", "upscale", str(tmp_path), "-o", str(weights / "below"), "--quiet"], capsys, "is not a folder")
+    _refused(["batch", "upscale", "--model", "lanczos", str(tmp_path), "-o", str(weights / "below"), "--quiet"], capsys, "is not a folder")

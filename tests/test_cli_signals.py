@@ -44,7 +44,7 @@ def test_sigterm_during_the_write_leaves_no_temporary_file(tmp_path):
     save_image(noise, source)
     folder = tmp_path / "out"
     folder.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "tessera", "upscale", str(source), "-o", str(folder / "big.png"),
+    process = subprocess.Popen([sys.executable, "-m", "tessera", "upscale", "--model", "lanczos", str(source), "-o", str(folder / "big.png"),
                                 "--quiet"], stderr=subprocess.PIPE, text=True)
     try:
         temporary = _wait_for_the_write(process, folder)
@@ -66,7 +66,7 @@ def test_a_later_run_removes_the_temporary_file_of_a_killed_writer(tmp_path, cap
     stale.write_bytes(b"what kill -9 left")
     source = tmp_path / "photo.png"
     save_image(np.zeros((16, 16, 3), np.uint8), source)
-    assert main(["upscale", str(source), "-o", str(folder / "big.png"), "--quiet"]) == 0
+    assert main(["upscale", "--model", "lanczos", str(source), "-o", str(folder / "big.png"), "--quiet"]) == 0
     assert [p.name for p in folder.iterdir()] == ["big.png"]
 
 

@@ -26,10 +26,10 @@ def photo_file(tmp_path, photo_uint8) -> Path:
 def test_upscale_writes_the_result_and_says_which_model_ran(photo_file, tmp_path, capsys):
     out = tmp_path / "out" / "big.png"
     out.parent.mkdir()
-    assert main(["upscale", str(photo_file), "-o", str(out), "--device", "cpu", "--tile", "32"]) == 0
+    assert main(["upscale", "--model", "lanczos", str(photo_file), "-o", str(out), "--device", "cpu", "--tile", "32"]) == 0
     assert load_image(out).pixels.shape == (120, 160, 3)
     err = capsys.readouterr().err
-    assert "weight-free" in err and "tessera models pull" in err and "tile(s) of 32px" in err
+    assert "weight-free" in err and "--model auto" in err and "tile(s) of 32px" in err
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:
@@ -66,7 +66,7 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(case, tmp_path, photo_uin
     if case == "unsupported mode":
         source = source.with_suffix(".tif")
     out = tmp_path / "result.png"
-    assert main(["upscale", str(source), "-o", str(out), "--device", "cpu"]) == 2
+    assert main(["upscale", "--model", "lanczos", str(source), "-o", str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("tessera: error: ") and str(source) in err and words in err.lower()
@@ -75,22 +75,22 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(case, tmp_path, photo_uin
 
 def test_pixel_limit_is_configurable(photo_file, tmp_path, capsys):
     out = tmp_path / "result.png"
-    assert main(["upscale", str(photo_file), "-o", str(out), "--max-pixels", "1000"]) == 2
+    assert main(["upscale", "--model", "lanczos", str(photo_file), "-o", str(out), "--max-pixels", "1000"]) == 2
     assert "4,800 pixels" in capsys.readouterr().err and not out.exists()
 
 
 def test_unwritable_output_exit_2(photo_file, tmp_path, capsys):
     out = tmp_path / "no-such-folder" / "result.png"
-    assert main(["upscale", str(photo_file), "-o", str(out), "--device", "cpu"]) == 2
+    assert main(["upscale", "--model", "lanczos", str(photo_file), "-o", str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(out) in err and not out.exists()
 
 
 def test_the_input_is_not_overwritten_unless_asked(photo_file, capsys):
     before = photo_file.read_bytes()
-    assert main(["upscale", str(photo_file), "-o", str(photo_file), "--device", "cpu"]) == 2
+    assert main(["upscale", "--model", "lanczos", str(photo_file), "-o", str(photo_file), "--device", "cpu"]) == 2
     assert "overwrite" in capsys.readouterr().err and photo_file.read_bytes() == before
-    assert main(["upscale", str(photo_file), "-o", str(photo_file), "--device", "cpu", "--overwrite"]) == 0
+    assert main(["upscale", "--model", "lanczos", str(photo_file), "-o", str(photo_file), "--device", "cpu", "--overwrite"]) == 0
     assert load_image(photo_file).pixels.shape == (120, 160, 3)
 
 
@@ -98,12 +98,12 @@ def test_bad_options_exit_2(photo_file, tmp_path, capsys):
     out = tmp_path / "result.png"
     for flags in (["--tile", "huge"], ["--max-memory", "lots"], ["--scale", "0"], ["--device", "tpu"],
                   ["--model", "no-such-model"]):
-        assert main(["upscale", str(photo_file), "-o", str(out), *flags]) == 2, flags
+        assert main(["upscale", "--model", "lanczos", str(photo_file), "-o", str(out), *flags]) == 2, flags
         assert capsys.readouterr().err.count("\n") == 1
     assert not out.exists()
 
 
 def test_console_script_exit_code(photo_file, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tessera", "upscale", str(tmp_path / "nope.png"), "-o",
+    done = subprocess.run([sys.executable, "-m", "tessera", "upscale", "--model", "lanczos", str(tmp_path / "nope.png"), "-o",
                            str(tmp_path / "x.png")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such file" in done.stderr

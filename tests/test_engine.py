@@ -199,3 +199,41 @@ def test_a_spandrel_descriptor_is_accepted(networks, photo_uint8):
 ])
 def test_out_of_memory_is_recognised_on_every_backend(error, expected):
     assert engine.is_out_of_memory(error) is expected
+
+
+@pytest.mark.parametrize("architecture,network", [("Compact", lambda: compact_x4(num_feat=8, num_conv=4)),
+                                                  ("ESRGAN", lambda: rrdb_x2(num_filters=8, num_blocks=1))])
+def test_counted_context_bounds_the_measured_receptive_field(architecture, network):
+    """Counting convolutions (forward only) gives the receptive field the gradient measures, or a pixel more."""
+    from tessera.receptive import receptive_radius
+
+    net = network()
+    scale = 4 if architecture == "Compact" else 2
+    counted = receptive_radius(Model(net, "counted", architecture=architecture, scale=scale))
+    measured = measure_context(Model(net, "measured", architecture="custom", scale=scale), Runtime.create("cpu"))
+    assert measured <= counted <= measured + 2
+
+
+class _GlobalMix(torch.nn.Module):
+    """Not local at all: every output pixel sees the mean of the whole input. Records the probe sizes it gets."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[-1])
+        return self.conv(x) + x.mean(dim=(2, 3), keepdim=True)
+
+
+def test_gradient_probes_stay_within_the_memory_budget():
+    roomy, tight = _GlobalMix(), _GlobalMix()
+    measure_context(Model(roomy, "roomy", scale=1), Runtime.create("cpu", max_memory="4G"))
+    assert max(roomy.sizes) == 512  # unbounded, the probe grows to its largest size
+    runtime = Runtime.create("cpu", max_memory="4G")
+    memory = engine.measure_memory(Model(tight, "tight", scale=1), runtime)
+    runtime.budget = int(3 * memory.bytes_for(160, 160))  # a backward at 128 px fits, at 256 px it does not
+    tight.sizes.clear()
+    measure_context(Model(tight, "tight", scale=1), runtime)
+    assert max(tight.sizes) == 128

@@ -273,7 +273,7 @@ def test_enhance_upscales_the_background_and_pastes_faces_at_scale(astronaut):
 
     report: list = []
     out = enhance_faces(astronaut, upscale=2, report=report)
-    background = upscale(astronaut, scale=2)
+    background = upscale(astronaut, scale=2, model="lanczos")
     assert out.shape == (1024, 1024, 3)
     done = report[0]
     assert done.background == "lanczos" and done.scale == (2.0, 2.0)

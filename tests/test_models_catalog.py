@@ -28,7 +28,11 @@ def test_names_and_lookup_keys_are_unique():
 def test_entry_is_consistent(entry):
     assert entry.name == entry.name.lower() and " " not in entry.name
     assert entry.task in ("upscale", "restore", "inpaint", "face")
-    assert entry.urls and all(url.startswith("https://") for url in entry.urls)
+    if entry.bundled is None:
+        assert entry.urls and all(url.startswith("https://") for url in entry.urls)
+    else:  # inside a package: never downloaded, its files pinned by sha256
+        assert not entry.urls and entry.filename.endswith(".safetensors")
+        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in (entry.bundled.param_sha256, entry.bundled.bin_sha256))
     assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
     assert entry.md5 is None or re.fullmatch(r"[0-9a-f]{32}", entry.md5)
     assert entry.license
@@ -49,7 +53,7 @@ def test_published_facts_match_models_md(entry):
     for checksum in (entry.sha256, entry.md5):
         if checksum:
             assert checksum in facts
-    if "modelscope" not in entry.urls[0]:
+    if entry.urls and "modelscope" not in entry.urls[0]:
         assert entry.urls[0] in facts
     if entry.size_bytes:
         assert f"{entry.size_bytes:,}" in facts

@@ -51,4 +51,4 @@ def test_the_api_refuses_a_bad_scale_before_decoding(tmp_path, monkeypatch, scal
 
     monkeypatch.setattr(common, "load_image", decoder_reached)
     with pytest.raises(OptionError, match="scale"):
-        upscale(source, scale=scale)
+        upscale(source, scale=scale, model="lanczos")

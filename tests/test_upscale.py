@@ -26,7 +26,7 @@ def test_weight_free_default_keeps_alpha_16bit_and_metadata(rng):
     alpha[:, :10] = 0
     picture = Picture(pixels=pixels, alpha=alpha, icc_profile=b"icc", exif=b"Exif\x00\x00stub")
     reports: list = []
-    result = upscale(picture, device="cpu", report=reports)
+    result = upscale(picture, device="cpu", report=reports, model="lanczos")
     assert reports[0].weight_free and reports[0].scale == 2.0
     assert result.pixels.shape == (80, 100, 3) and result.pixels.dtype == np.uint16
     assert result.alpha.shape == (80, 100) and result.alpha.dtype == np.uint16
@@ -36,7 +36,7 @@ def test_weight_free_default_keeps_alpha_16bit_and_metadata(rng):
 
 def test_weight_free_arbitrary_scale_on_an_array(rng):
     image = (rng.random((30, 41, 3)) * 255).astype(np.uint8)
-    out = upscale(image, scale=2.5, device="cpu")
+    out = upscale(image, scale=2.5, device="cpu", model="lanczos")
     assert isinstance(out, np.ndarray) and out.shape == (75, 102, 3) and out.dtype == np.uint8
 
 
@@ -44,7 +44,7 @@ def test_weight_free_upscale_is_close_to_opencv_lanczos(rng):
     import cv2
 
     image = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
-    out = upscale(image, scale=2, device="cpu", tile=16)
+    out = upscale(image, scale=2, device="cpu", tile=16, model="lanczos")
     reference = cv2.resize(image.astype(np.float32) / 255, (192, 128), interpolation=cv2.INTER_LANCZOS4)
     assert np.abs(out.astype(np.float32) / 255 - np.clip(reference, 0, 1)).max() <= 1 / 255
 
@@ -74,17 +74,17 @@ def test_non_integer_rest_is_finished_with_lanczos(photo_uint8):
 
 def test_bad_options(photo_uint8):
     with pytest.raises(OptionError):
-        upscale(photo_uint8, scale=-1, device="cpu")
+        upscale(photo_uint8, scale=-1, device="cpu", model="lanczos")
     with pytest.raises(OptionError):
-        upscale(photo_uint8, tile="big", device="cpu")
+        upscale(photo_uint8, tile="big", device="cpu", model="lanczos")
     with pytest.raises(OptionError):
-        upscale(photo_uint8, colour="blue", device="cpu")
+        upscale(photo_uint8, colour="blue", device="cpu", model="lanczos")
 
 
 def test_batches_and_tiles_must_be_positive(photo_uint8):
     for options in ({"tile_batch": 0}, {"tile": 0}, {"tile_pad": -1}):
         with pytest.raises(OptionError, match="greater than or equal"):
-            upscale(photo_uint8, device="cpu", **options)
+            upscale(photo_uint8, device="cpu", **options, model="lanczos")
 
 
 def test_a_gray_picture_comes_back_as_the_single_channel_save_image_writes():

@@ -382,7 +382,7 @@ def test_job_runs_with_cancel_event_set_stop_early(photo_uint8):
     event = threading.Event()
     event.set()
     with pytest.raises(CancelledError):
-        upscale(photo_uint8, scale=2, tile=32, cancel=event)
+        upscale(photo_uint8, scale=2, tile=32, cancel=event, model="lanczos")
 
 
 def test_memory_box_warns_above_90_percent(monkeypatch, tmp_path):

@@ -309,13 +309,15 @@ def model_names(task: str, options: dict[str, Any]) -> dict[str, str]:
         return {k: v for k, v in names.items() if k == "model" and v.lower() not in ("auto", *WEIGHT_FREE_INPAINT)}
     if task == "enhance":
         return {k: v for k, v in names.items() if v.lower() not in _NOT_MODEL_FILES}
-    return {k: v for k, v in names.items() if k == "model"}
+    from .options import WEIGHT_FREE_NAMES
+
+    return {k: v for k, v in names.items() if k == "model" and v.strip().lower() not in ("auto", *WEIGHT_FREE_NAMES)}
 
 
 def load_models(task: str, options: dict[str, Any], model_dir: str | None) -> tuple[dict[str, Any], str | None]:
     """The task's models, loaded once per worker: keyword arguments that replace names in ``options``.
 
-    Returns them with a notice when inpainting's ``auto`` fell back to a weight-free method.
+    Returns them with a notice saying what ``auto`` chose (inpainting, upscaling), if it was asked for.
     """
     if task == "inpaint":
         from .tasks.inpaint import resolve_inpaint_model
@@ -323,6 +325,14 @@ def load_models(task: str, options: dict[str, Any], model_dir: str | None) -> tu
         network, notice = resolve_inpaint_model(options.get("model") or "auto", model_dir)
         return {"model": network}, notice
     from .models.loader import load_model
+
+    if task == "upscale" and str(options.get("model", "auto")).strip().lower() == "auto":
+        from .engine import resolve_device
+        from .tasks.upscale import choose_auto_model
+
+        name, notice = choose_auto_model(resolve_device(options.get("device")).type, model_dir)
+        # none available: "auto" stays, and each upscale falls back to Lanczos at auto's scale
+        return ({} if name is None else {"model": load_model(name, model_dir=model_dir)}), notice
 
     return {key: load_model(name, model_dir=model_dir) for key, name in model_names(task, options).items()}, None
 

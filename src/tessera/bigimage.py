@@ -395,8 +395,9 @@ def resolve_upscaler(model: Any, options: Any, dtype: np.dtype, runtime: Runtime
     whole passes of the model reach (any integer for the weight-free method).
     """
     from .models.classical.lanczos import lanczos_model
-    from .tasks.upscale import WEIGHT_FREE_DEFAULT_SCALE, plan_passes, resolve_model
+    from .tasks.upscale import plan_passes, resolve_auto, resolve_model
 
+    model, _chosen, default_scale = resolve_auto(model, options, model_dir)
     network, weight_free = resolve_model(model, options, model_dir)
     if runtime is None:
         runtime = Runtime.create(options.device, options.precision, options.max_memory, model=network,
@@ -404,7 +405,7 @@ def resolve_upscaler(model: Any, options: Any, dtype: np.dtype, runtime: Runtime
     runtime.prepare(network)
     if not weight_free and not network.scale:
         infer_scale(network, runtime)
-    target = float(options.scale or (WEIGHT_FREE_DEFAULT_SCALE if weight_free else network.scale))
+    target = float(options.scale or (default_scale if weight_free else network.scale))
     if abs(target - round(target)) > 1e-9:
         raise OptionError(f"scale {target:g}: streaming a large image needs an integer scale")
     if weight_free:
@@ -419,7 +420,7 @@ def resolve_upscaler(model: Any, options: Any, dtype: np.dtype, runtime: Runtime
 # ----------------------------------------------------------------------------------------------- upscale
 
 
-def stream_upscale(source: str | Path | np.ndarray, output: str | Path, *, model: Any = None,
+def stream_upscale(source: str | Path | np.ndarray, output: str | Path, *, model: Any = "auto",
                    scale: float | None = None, progress: ProgressCallback | None = None,
                    cancel: threading.Event | None = None, model_dir: str | None = None,
                    compression: str = "zlib", report: list[StreamReport] | None = None,

@@ -28,6 +28,7 @@ from .image import from_float, to_float
 from .models.descriptor import PRECISION_DTYPES, Model
 from .options import format_bytes
 from .progress import ProgressCallback, ProgressEvent
+from .receptive import auto_context
 from .tiling import Canvas, Tile, plan_grid, split_tile
 
 # ----------------------------------------------------------------------------------------------- progress
@@ -317,19 +318,27 @@ def fits(model: Model, height: int, width: int, runtime: Runtime, batch: int = 1
 def measure_context(model: Model, runtime: Runtime | None = None, *, largest_probe: int = 512) -> int:
     """The context (input pixels) a tile needs on each side for the network to give the untiled result.
 
-    Measured once per model from the gradient of a centre output block with respect to a random input: for a
-    local network it is exactly zero beyond the receptive field, whose radius is returned (plus one pixel).
-    When the influence reaches the probe's border even at ``largest_probe`` px the network is not local (FFT,
-    attention): the radius holding all but 1e-4 of the influence is returned, and feathering is advised.
+    Known without measuring where it can be (:func:`tessera.receptive.auto_context`): declared by the model or
+    its catalog entry, or counted for convolution-only architectures. Otherwise measured once per model from the
+    gradient of a centre output block with respect to a random input: for a local network it is exactly zero
+    beyond the receptive field, whose radius is returned (plus one pixel). Probes grow while the influence reaches
+    their border, up to ``largest_probe`` px and only while a backward pass fits the memory budget (taken as
+    three forward peaks); then the network is not local in practice (FFT, attention) and the radius holding all
+    but 1e-4 of the influence is returned, and feathering is advised.
     """
-    if model.context is not None:
-        return model.context
+    known = auto_context(model)
+    if known is not None:
+        return known
     if _cache_key(model) in _context_cache:
         return _context_cache[_cache_key(model)]
     device = runtime.device if runtime else model.device
     dtype = torch.float32 if device.type == "cpu" else (runtime.dtype if runtime else model.dtype)
     generator = torch.Generator().manual_seed(0)
     size = _valid_size(model, 64)
+    if runtime is not None:
+        memory = measure_memory(model, runtime)
+        while size > 16 and _GRADIENT_COST * memory.bytes_for(size, size) > runtime.budget:
+            size = _valid_size(model, size // 2)
     radius = None
     while radius is None:
         influence = torch.zeros(size, size, dtype=torch.float64)
@@ -355,12 +364,16 @@ def measure_context(model: Model, runtime: Runtime | None = None, *, largest_pro
         reach = int(max((rows - c).abs().max(), (cols - c).abs().max()))
         if reach < c - 1:
             radius = reach + 1
-        elif size * 2 <= largest_probe:
+        elif size * 2 <= largest_probe and (runtime is None or _GRADIENT_COST * memory.bytes_for(
+                2 * size, 2 * size) <= runtime.budget):
             size = _valid_size(model, size * 2)
         else:
             radius = _radius_of_mass(influence, 1e-4)
     _context_cache[_cache_key(model)] = radius
     return radius
+
+
+_GRADIENT_COST = 3  # a forward with gradients, and its backward, as a multiple of an inference forward's peak
 
 
 def _radius_of_mass(influence: torch.Tensor, tail: float) -> int:

@@ -92,19 +92,23 @@ class EngineOptions(Options):
 
 
 WEIGHT_FREE_DEFAULT_SCALE = 2.0  # the upscale factor of the weight-free method when none is asked for
+AUTO_DEFAULT_SCALE = 4.0  # of model "auto": the factor of every network it may choose, kept when it falls back
+WEIGHT_FREE_NAMES = ("lanczos", "weight-free")  # model names that mean "no network"
 
 
 class UpscaleOptions(EngineOptions):
     """`tessera upscale`: tiled super-resolution, multi-pass beyond the model's factor."""
 
-    model: str | None = Field(None, description="model name or path; default: weight-free Lanczos")
+    model: str | None = Field("auto", description="model name or path, lanczos (weight-free), or auto: a real "
+                                                  "network if one is available, else lanczos")
     scale: float | None = Field(None, ge=1, le=16, description="output scale from 1 to 16; default: the model's "
                                                                "own factor")
-    sharpen: float = Field(0.0, ge=0, le=2, description="unsharp-mask amount for the weight-free method")
+    sharpen: float = Field(0.0, ge=0, le=2, description="unsharp-mask amount for the weight-free method (with model "
+                                                        "auto, asking for it chooses that method)")
 
     @model_validator(mode="after")
     def _sharpen_only_without_model(self) -> UpscaleOptions:
-        if self.sharpen and self.model is not None:
+        if self.sharpen and self.model is not None and self.model.strip().lower() not in ("auto", *WEIGHT_FREE_NAMES):
             raise ValueError(f"option sharpen: applies to the weight-free method only, not to model {self.model!r}")
         return self
 

@@ -1,4 +1,4 @@
-"""`tessera models`: list the known models, pull one into the cache, verify what is cached.
+"""`tessera models`: list the known models, pull one into the cache, verify what is cached, import ncnn models.
 
 Thin: parses, calls :mod:`tessera.models.download` and :mod:`tessera.models.catalog`, prints. Errors propagate as
 TesseraError for ``tessera.cli.main`` to report; ``verify`` returns exit code 2 when a file would not load (its
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models", help="list, download and check model weights",
         description="Known models and the local weight cache. Nothing is downloaded except by `pull`.")
-    commands = parser.add_subparsers(dest="models_command", metavar="{list,pull,verify}")
+    commands = parser.add_subparsers(dest="models_command", metavar="{list,pull,verify,import}")
     commands.required = True
     commands.add_parser("list", parents=[common], help="known models, which are cached, their sizes")
     pull = commands.add_parser("pull", parents=[common], help="download models into the cache (resumable, checked)")
@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "(default $TESSERA_MAX_DOWNLOAD_BYTES or 4G)")
     verify = commands.add_parser("verify", parents=[common], help="recompute checksums of cached models")
     verify.add_argument("name", nargs="?", metavar="NAME", help="one model (default: every cached model)")
+    imports = commands.add_parser("import", parents=[common],
+                                  help="convert an ncnn model (.param with its .bin) into the cache, once")
+    imports.add_argument("param", metavar="FILE.param", help="the ncnn graph; its .bin is read from beside it")
+    imports.add_argument("--bin", dest="weights", metavar="FILE.bin", default=None,
+                         help="the weights, when they are not FILE.bin")
+    imports.add_argument("--name", default=None, help="the name to use it by (default: the file's stem)")
+    imports.add_argument("--force", action="store_true", help="replace an imported model of the same name")
     parser.set_defaults(func=run)
 
 
@@ -53,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.models_command == "pull":
         return pull_models(args.names, args.model_dir, force=args.force, trust=args.trust, sha256=args.sha256,
                            urls=args.urls, max_download=args.max_download)
+    if args.models_command == "import":
+        return import_model(args.param, args.model_dir, name=args.name, weights=args.weights, force=args.force)
     return verify_models(args.name, args.model_dir)
 
 
@@ -70,6 +79,8 @@ def _checksum_cell(entry, model_dir: str | None, cached: bool) -> str:
     """What vouches for the model: its published checksum, or for the others whether a user trusted the file."""
     from ..models.download import read_record
 
+    if entry.checksum_kind == "bundled":
+        return "bundled (package files checked)"
     if entry.checksum_kind != "none":
         return entry.checksum_kind
     if not cached:
@@ -81,8 +92,18 @@ def _checksum_cell(entry, model_dir: str | None, cached: bool) -> str:
     return "none: unverified (trusted at pull)" if record else "none (not trusted: pull --trust)"
 
 
+def _cached_cell(entry, cached: bool) -> str:
+    """"yes" for a file in the cache; "bundled" for a model its installed package carries (converted on first use)."""
+    from ..models.ncnn_cache import bundled_available
+
+    if cached:
+        return "yes"
+    return "bundled" if bundled_available(entry) else "no"
+
+
 def list_models(model_dir: str | None) -> int:
     from ..models.catalog import CATALOG, model_path, models_dir
+    from ..models.ncnn_cache import imported_models
 
     rows = [("NAME", "TASK", "ARCHITECTURE", "LICENCE", "SIZE", "CACHED", "CHECKSUM")]
     for entry in CATALOG:
@@ -92,9 +113,24 @@ def list_models(model_dir: str | None) -> int:
         task = f"{entry.task} (helper)" if entry.auxiliary else entry.task
         size_text = format_bytes(size) if size is not None else "?"
         rows.append((entry.name, task, entry.architecture, _short_license(entry.license), size_text,
-                     "yes" if cached else "no", _checksum_cell(entry, model_dir, cached)))
+                     _cached_cell(entry, cached), _checksum_cell(entry, model_dir, cached)))
+    for model in imported_models(model_dir):
+        rows.append((model.name, "upscale", model.description.split(",")[0], "as its source", format_bytes(
+            model.path.stat().st_size), "imported", "recorded at import"))
     print(f"model cache: {models_dir(model_dir)}")
     print(_table(rows))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- import
+def import_model(param: str, model_dir: str | None, *, name: str | None = None, weights: str | None = None,
+                 force: bool = False) -> int:
+    from ..models.ncnn_cache import import_ncnn
+
+    imported = import_ncnn(param, name=name, weights=weights, model_dir=model_dir, force=force)
+    flag = f" --model-dir {model_dir}" if model_dir is not None else ""
+    print(f"{imported.name}: {imported.description}; converted into {imported.path} (sha256 {imported.sha256}); "
+          f"use it with `--model {imported.name}`{flag}")
     return 0
 
 
@@ -176,7 +212,10 @@ def _pull_one(entry, model_dir: str | None, **options) -> None:
         print(_cached_line(entry, target, model_dir))
         return
     sha256 = (record or {}).get("sha256", "?")
-    if entry.checksum_kind == "none":
+    if entry.checksum_kind == "bundled":
+        note = (f"converted from {entry.bundled.distribution}, whose files match their release sha256; "
+                f"sha256 {sha256}")
+    elif entry.checksum_kind == "none":
         note = (f"no checksum is published; installed with the sha256 you trusted, {sha256}; "
                 f"`tessera models verify` reports it as unverified")
     else:

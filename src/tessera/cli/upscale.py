@@ -7,7 +7,7 @@ from typing import Any
 
 from . import add_task_arguments, check_before_work, check_output_fits, run_task, say, write_output
 
-NEURAL_SUGGESTION = "realesrgan-x4plus"
+NEURAL_SUGGESTION = "realesr-animevideov3"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     result, report = run_task(args, upscale, UpscaleOptions)
     path = write_output(result, args)
-    if report.weight_free:
-        say(f"upscaled with the weight-free {report.model} method; for a neural upscaler run "
-            f"`tessera models pull {NEURAL_SUGGESTION}` and add `--model {NEURAL_SUGGESTION}`")
+    if report.chosen:
+        say(report.chosen)
+    elif report.weight_free:
+        say(f"upscaled with the weight-free {report.model} method; for a neural upscaler leave --model auto or "
+            f"name one, e.g. `--model {NEURAL_SUGGESTION}`")
     for number, plan in enumerate(report.passes, 1):
         say(f"pass {number}: {report.model} x{plan.scale}: {plan.describe()}"
             + (f"; backed off: {', '.join(plan.backoffs)}" if plan.backoffs else ""))
@@ -42,14 +44,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def expected_scale(options: Any) -> float | None:
-    """The output scale known before the model is loaded: the one asked for, the weight-free default, or the
-    catalog's factor of a named model (None for a model file of unknown factor)."""
+    """The output scale known before the model is loaded: the one asked for, the weight-free or auto default, or
+    the catalog's factor of a named model (None for a model file of unknown factor)."""
     from ..models.catalog import find_entry
-    from ..options import WEIGHT_FREE_DEFAULT_SCALE
+    from ..options import AUTO_DEFAULT_SCALE, WEIGHT_FREE_DEFAULT_SCALE, WEIGHT_FREE_NAMES
 
     if options.scale:
         return float(options.scale)
-    if options.model is None:
+    if options.model is None or options.model.strip().lower() in WEIGHT_FREE_NAMES:
         return WEIGHT_FREE_DEFAULT_SCALE
+    if options.model.strip().lower() == "auto":
+        return AUTO_DEFAULT_SCALE
     entry = find_entry(options.model)
     return float(entry.scale) if entry is not None and entry.scale else None

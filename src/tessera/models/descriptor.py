@@ -27,7 +27,7 @@ PRECISION_DTYPES: dict[str, torch.dtype] = {
 CallFn = Callable[..., torch.Tensor]
 
 
-def _plain_call(network: Any, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def plain_call(network: Any, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     return network(image) if mask is None else network(image, mask)
 
 
@@ -56,7 +56,7 @@ class Model:
     input_range: tuple[float, float] = (0.0, 1.0)
     face_size: int | None = None
     face_template: str | None = None
-    call_fn: CallFn = _plain_call
+    call_fn: CallFn = plain_call
     source: str | None = None
     license: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

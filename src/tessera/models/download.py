@@ -267,8 +267,10 @@ def read_record(entry: CatalogEntry, model_dir: str | os.PathLike[str] | None = 
     return record
 
 
-def _write_record(entry: CatalogEntry, model_dir, *, url: str | None, download: Digests | None, stored: Digests,
-                  checked_against: str) -> None:
+def write_record(entry: CatalogEntry, model_dir, *, url: str | None, download: Digests | None, stored: Digests,
+                 checked_against: str) -> None:
+    """Record what was installed as ``entry``'s cached file: its sha256 (the reference of later checks), where it
+    came from and what it was checked against."""
     record = {
         "name": entry.name,
         "file": entry.filename,
@@ -370,7 +372,7 @@ def reference_for(entry: CatalogEntry, record: dict | None) -> Reference | None:
 
 def _reference(entry: CatalogEntry, model_dir) -> Reference | None:
     """:func:`reference_for` the cached file, reading the pull record only when the catalog does not decide."""
-    published = entry.archive_member is None and entry.checksum_kind != "none"
+    published = entry.archive_member is None and entry.checksum_kind in ("sha256", "md5")
     return reference_for(entry, None if published else read_record(entry, model_dir))
 
 
@@ -570,7 +572,7 @@ def _install(entry: CatalogEntry, part: Path, url: str, model_dir, consent: _Con
             f"`{pull_command(entry, model_dir)} --trust` (the download is kept and is not fetched again)",
             download.sha256, download.size)
     stored = download if weights == part else file_digests(weights)
-    _write_record(entry, model_dir, url=url, download=download, stored=stored,
+    write_record(entry, model_dir, url=url, download=download, stored=stored,
                   checked_against=consent.label)
     target = model_path(entry, model_dir)
     os.replace(weights, target)
@@ -586,7 +588,7 @@ def _adopt(entry: CatalogEntry, model_dir, expected: str | None) -> None:
     digests = file_digests(target)
     if expected is not None and digests.sha256 != expected:
         raise ChecksumError(f"{target} has sha256 {digests.sha256}, not the expected {expected}; not trusted")
-    _write_record(entry, model_dir, url=None, download=None, stored=digests,
+    write_record(entry, model_dir, url=None, download=None, stored=digests,
                   checked_against="nothing published; file found in the cache, trusted by the user")
     _remember_digests(entry, model_dir, _stat_key(target), digests)
 
@@ -611,9 +613,14 @@ def pull(name: str, *, model_dir: str | os.PathLike[str] | None = None, progress
     pull showed one, exactly that one) or ``sha256`` (the download must have it); without, UntrustedModelError
     shows its sha256 and the download is kept for the confirming pull. A file already in the cache is returned as
     it is unless ``force``; with ``trust`` or ``sha256``, such a file that was never pulled is recorded as trusted.
-    A full disk raises ResourceError and leaves nothing behind.
+    A full disk raises ResourceError and leaves nothing behind. A bundled model is converted from its installed
+    package instead (:func:`tessera.models.ncnn_cache.install_bundled`).
     """
     entry = get_entry(name)
+    if entry.bundled is not None:  # inside an installed package: converted, never downloaded
+        from .ncnn_cache import install_bundled
+
+        return install_bundled(entry, model_dir, force=force)
     expected, cap, mirrors = _expected_sha256(sha256), download_cap(max_bytes), _mirror_urls(entry, urls)
     target = model_path(entry, model_dir)
     if target.is_file() and not force:

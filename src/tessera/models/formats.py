@@ -14,7 +14,8 @@ from ..errors import ModelError
 Container = Literal["zip", "pickle", "safetensors"]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-WEIGHT_SUFFIXES = (*TORCH_SUFFIXES, ".safetensors")
+NCNN_SUFFIX = ".param"  # an ncnn graph; its weights are the .bin beside it
+WEIGHT_SUFFIXES = (*TORCH_SUFFIXES, ".safetensors", NCNN_SUFFIX)
 
 
 def weight_container(path: str | os.PathLike[str]) -> Container | None:

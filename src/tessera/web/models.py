@@ -1,13 +1,14 @@
-"""Which models a web client may choose: the catalog (weights in the server's cache) and folders named at start.
+"""Which models a web client may choose: the catalog (weights in the server's cache or bundled in an installed
+package) and folders named at start.
 
 A client sends a *choice* (a catalog name, a file name of a ``--models-from`` folder, or one of the weight-free
 entries), never a path: every value a job receives is looked up in the same menu the dropdowns show, and anything
 else is refused with one message that does not depend on the value (so a reply never tells whether some path
 exists on the server). The menu is made once, when the server starts.
 
-Folder files are the weight files (``.pth .pt .ckpt .safetensors .bin``) directly in the folder, regular files
-or symlinks whose target is a regular file inside the same folder. They are checked again when a job uses them,
-so a file swapped for a symlink after the start is refused too.
+Folder files are the weight files (``.pth .pt .ckpt .safetensors .bin``, and ncnn ``.param`` with their ``.bin``)
+directly in the folder, regular files or symlinks whose target is a regular file inside the same folder. They are
+checked again when a job uses them, so a file swapped for a symlink after the start is refused too.
 """
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def scan_model_folder(folder: str | os.PathLike[str]) -> dict[str, Path]:
         reason = "not a folder" if isinstance(error, NotADirectoryError) else getattr(error, "strerror", None)
         raise OptionError(f"--models-from {given}: {reason or 'cannot read the folder'}") from None
     files = {}
+    ncnn_weights = {str(Path(name).with_suffix(".bin")) for name in names if Path(name).suffix.lower() == ".param"}
     for name in names:
-        if Path(name).suffix.lower() in WEIGHT_SUFFIXES:
+        if Path(name).suffix.lower() in WEIGHT_SUFFIXES and name not in ncnn_weights:  # a .param's .bin is part of it
             path = trusted_weight_file(root, name)
             if path is not None:
                 files[name] = path
@@ -103,11 +105,12 @@ class ModelMenu:
 
     def _slot_choices(self, slot: str) -> dict[str, _Choice]:
         from ..models.catalog import CATALOG, model_path
+        from ..models.ncnn_cache import bundled_available
 
         choices = {value: _Choice(label, "fixed", value) for label, value in _FIXED[slot]}
         for entry in CATALOG:
             if entry.task in _CATALOG_TASKS[slot] and not entry.auxiliary:
-                cached = model_path(entry, self.model_dir).is_file()
+                cached = model_path(entry, self.model_dir).is_file() or bundled_available(entry)
                 label = entry.name if cached else f"{entry.name} (not downloaded)"
                 choices.setdefault(entry.name, _Choice(label, "catalog", entry.name))
         for name, path in self._files.items():
@@ -141,8 +144,10 @@ class ModelMenu:
 
     def _cached(self, name: str) -> str:
         from ..models.catalog import get_entry, model_path
+        from ..models.ncnn_cache import bundled_available
 
-        if not model_path(get_entry(name), self.model_dir).is_file():
+        entry = get_entry(name)
+        if not (model_path(entry, self.model_dir).is_file() or bundled_available(entry)):
             raise ModelError(f"model {name!r} is not downloaded on this server: whoever runs it can fetch it "
                              f"with `tessera models pull {name}`")
         return name
