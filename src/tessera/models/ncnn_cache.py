@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ChecksumError, ModelError
+from ..errors import ChecksumError, ModelError, OutputError
 from ..image import write_atomically
 from .catalog import CatalogEntry, find_entry, model_path, models_dir
 from .download import Digests, file_digests, write_record
@@ -60,7 +60,11 @@ def write_converted(conversion: Conversion, target: Path, source: str) -> Digest
 
     data = save({key: value for key, value in conversion.state.items()},
                 metadata=conversion_metadata(conversion, source))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the model cache {target.parent}: {error.strerror or error} "
+                          f"(choose another with --model-dir or $TESSERA_HOME)") from error
     write_atomically(target, lambda stream: stream.write(data), "safetensors")
     return file_digests(target)
 
@@ -102,9 +106,12 @@ def _check_source(path: Path, expected: str, entry: CatalogEntry) -> None:
 
 def install_bundled(entry: CatalogEntry, model_dir: str | os.PathLike[str] | None = None,
                     force: bool = False) -> Path:
-    """Convert a bundled model into the cache (once; again with ``force``) and return its cached file."""
+    """Convert a bundled model into the cache (once; again with ``force``, or when the record of an earlier
+    conversion is missing, as after a crash between the two writes) and return its cached file."""
+    from .download import read_record
+
     target = model_path(entry, model_dir)
-    if target.is_file() and not force:
+    if target.is_file() and not force and read_record(entry, model_dir) is not None:
         return target
     param, weights = bundled_files(entry)
     bundle = entry.bundled
