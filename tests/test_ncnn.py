@@ -234,3 +234,30 @@ def test_a_conversion_without_its_record_is_redone(tmp_path):
     record.unlink()  # as if the process died between writing the file and its record
     assert load_model("realesr-animevideov3", model_dir=tmp_path).scale == 4
     assert record.is_file()
+
+
+def test_a_separate_leaky_relu_is_folded_into_its_convolution(tmp_path, tiny_compact):
+    """An exporter that writes LeakyReLU as its own layer gives the same network; one whose input is also read
+    elsewhere cannot be folded and is refused."""
+    from tessera.models.ncnn_graph import observe
+
+    _network, state = tiny_compact
+    param, _ = write_compact(tmp_path, state, num_conv=2, scale=2, storage="fp32")
+    lines = param.read_text().splitlines()
+    fused = lines.index(next(line for line in lines if line.startswith("Convolution") and " conv2 " in line))
+    lines[fused] = lines[fused].replace(" c2 ", " c2raw ")
+    lines.insert(fused + 1, "ReLU                     leaky2                   1 1 c2raw c2 0=2.000000e-01")
+    head = lines[1].split()
+    lines[1] = f"{int(head[0]) + 1} {int(head[1]) + 1}"
+    param.write_text("\n".join(lines) + "\n")
+    graph, _out = observe(read_ncnn(param))
+    conv2 = next(node for node in graph.nodes if node.layer is not None and node.layer.name == "conv2")
+    assert conv2.attrs[2] == ("leaky", 0.2)
+    with pytest.raises(ModelError, match="not a Compact graph"):  # Compact has PReLU there, not LeakyReLU
+        load_model(param)
+    lines.insert(lines.index(next(line for line in lines if " prelu1 " in line)) + 1,
+                 "ReLU                     shared                   1 1 c0 c0relu 0=2.000000e-01")
+    lines[1] = f"{int(head[0]) + 2} {int(head[1]) + 2}"
+    param.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ModelError, match="also read without it"):
+        load_model(param)

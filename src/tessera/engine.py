@@ -326,11 +326,14 @@ def measure_context(model: Model, runtime: Runtime | None = None, *, largest_pro
     three forward peaks); then the network is not local in practice (FFT, attention) and the radius holding all
     but 1e-4 of the influence is returned, and feathering is advised.
     """
-    known = auto_context(model)
-    if known is not None:
-        return known
+    if model.context is not None:
+        return model.context
     if _cache_key(model) in _context_cache:
         return _context_cache[_cache_key(model)]
+    known = auto_context(model)
+    if known is not None:
+        _context_cache[_cache_key(model)] = known
+        return known
     device = runtime.device if runtime else model.device
     dtype = torch.float32 if device.type == "cpu" else (runtime.dtype if runtime else model.dtype)
     generator = torch.Generator().manual_seed(0)

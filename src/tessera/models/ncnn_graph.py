@@ -127,12 +127,15 @@ def observe(model: NcnnModel) -> tuple[Graph, int]:
     graph = Graph()
     producer: dict[str, int] = {}
     consumed: set[str] = set()
+    readers: Counter = Counter()  # node id -> how many layers read its output (through Splits too)
 
     def source(layer: NcnnLayer, blob: str) -> int:
         if blob not in producer:
             raise ModelError(f"{model.param_path}: {layer.describe()} reads blob {blob!r}, which no earlier layer "
                              f"produces")
         consumed.add(blob)
+        if layer.type != "Split":
+            readers[producer[blob]] += 1
         return producer[blob]
 
     for layer in model.layers:
@@ -184,6 +187,8 @@ def observe(model: NcnnModel) -> tuple[Graph, int]:
             raise ModelError(f"{layer.describe()}: {len(layer.outputs)} outputs where one was expected")
         node.inputs = inputs
         if node.kind == "relu":  # fold a separate (Leaky)ReLU into the convolution it follows
+            if readers[inputs[0]] != 1:
+                raise ModelError(f"{node.describe()} follows a layer whose output is also read without it")
             _fold_relu(graph, node)
             producer[layer.outputs[0]] = inputs[0]
             continue
@@ -371,9 +376,11 @@ def convert(model: NcnnModel) -> Conversion:
     resize = None
     last = graph.nodes[out]
     if last.kind == "resize" and last.attrs[0] != "nearest":  # x2/x3 variants: the x4 network, then a resize
+        if out != len(graph.nodes) - 1:
+            raise ModelError(f"{model.param_path}: {last.describe()} ends the graph but is not its last layer")
         resize = (last.attrs[0], float(last.attrs[1]))
         out = last.inputs[0]
-        graph.nodes.pop()  # the resize is the last node written, so ids stay valid
+        graph.nodes.pop()  # the last node written, so every other id stays valid
     kinds = _kinds(graph)
     if kinds["shuffle"]:
         family, builder, arch = "Compact", _compact, "Compact"
