@@ -25,6 +25,26 @@ def load_bench(name: str) -> types.ModuleType:
     return sys.modules[key]
 
 
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_app(config, **launch_options) -> tuple[object, object, str]:
+    """The web app of ``config`` on a free loopback port, in this process: (blocks, app, its URL).
+    ``launch_options`` go to :func:`tessera.web.app.launch` (``auth=...``); close with ``blocks.close()``."""
+    from tessera.web.app import build_app, launch
+
+    blocks, app = build_app(config)
+    port = free_port()
+    launch(blocks, config, port=port, prevent_thread_lock=True, quiet=True, **launch_options)
+    return blocks, app, f"http://127.0.0.1:{port}/"
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,27 +16,20 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from PIL import Image
 
-from tessera.web.app import WebConfig, build_app, launch
+from conftest import free_port, serve_app
+from tessera.web.app import WebConfig
 from tessera.web.limits import Limits
 from tessera.web.retention import prepare_output_dir
 
 MAX_PIXELS = 1_100_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def start(tmp: Path) -> tuple[object, object, str]:
     """The app on a free loopback port, in this process (its job board is inspected by the tests)."""
     cfg = WebConfig(output_dir=prepare_output_dir(tmp / "results"), preview_side=256,
                     limits=Limits(max_pixels=MAX_PIXELS))
-    blocks, app = build_app(cfg)
-    port = free_port()
-    launch(blocks, cfg, port=port, prevent_thread_lock=True, quiet=True)
-    return blocks, app, f"http://127.0.0.1:{port}/"
+    return serve_app(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -269,10 +261,8 @@ def guarded(tmp_path_factory):
     """An app with a password and a small upload limit."""
     tmp = tmp_path_factory.mktemp("guarded")
     cfg = WebConfig(output_dir=prepare_output_dir(tmp / "results"), limits=Limits(max_upload_bytes=1_000_000))
-    blocks, _app = build_app(cfg)
-    port = free_port()
-    launch(blocks, cfg, port=port, prevent_thread_lock=True, quiet=True, auth=("ann", "secret"))
-    yield f"http://127.0.0.1:{port}/", tmp
+    blocks, _app, url = serve_app(cfg, auth=("ann", "secret"))
+    yield url, tmp
     blocks.close()
 
 

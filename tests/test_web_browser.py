@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -23,7 +22,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 from PIL import Image
 
-from tessera.web.app import WebConfig, build_app, launch
+from conftest import serve_app
+from tessera.web.app import WebConfig
 from tessera.web.retention import prepare_output_dir
 
 pytestmark = pytest.mark.browser
@@ -35,21 +35,14 @@ PREVIEW = 320          # the editor shows the 480x400 photo at 320x267: strokes 
 TIMEOUT = 60_000       # ms
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web-browser")
     # a small editor: headless chromium draws the canvas in software, and redraws it on every brush move
     config = WebConfig(output_dir=prepare_output_dir(tmp / "results"), preview_side=PREVIEW, editor_height=320)
-    blocks, app = build_app(config)
-    port = free_port()
-    launch(blocks, config, port=port, prevent_thread_lock=True, quiet=True)
-    yield app, f"http://127.0.0.1:{port}/", config
+    blocks, app, url = serve_app(config)
+    yield app, url, config
     blocks.close()
 
 

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,13 @@ httpx = pytest.importorskip("httpx")
 
 from PIL import Image
 
-from tessera.web.app import WebConfig, build_app, launch
+from conftest import serve_app
+from tessera.web.app import WebConfig
 from tessera.web.limits import Limits
 from tessera.web.retention import prepare_output_dir
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tiny_upscaler(path: Path) -> Path:
@@ -71,10 +66,8 @@ def server(tmp_path_factory):
     (models / "escape.pth").symlink_to(tiny_upscaler(tmp / "outside.safetensors"))
     config = WebConfig(output_dir=prepare_output_dir(tmp / "results"), preview_side=128,
                        limits=Limits(max_pixels=2_000_000), model_folders=(models,), model_dir=tmp / "cache")
-    blocks, app = build_app(config)
-    port = free_port()
-    launch(blocks, config, port=port, prevent_thread_lock=True, quiet=True)
-    yield app, f"http://127.0.0.1:{port}/", tmp
+    blocks, app, url = serve_app(config)
+    yield app, url, tmp
     blocks.close()
 
 
@@ -356,10 +349,8 @@ def test_errors_name_the_pages_controls_in_the_browsers_language(server, files):
 def guarded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("login")
     config = WebConfig(output_dir=prepare_output_dir(tmp / "results"), login_free_tries=5, login_first_delay=0.5)
-    blocks, _app = build_app(config)
-    port = free_port()
-    launch(blocks, config, port=port, prevent_thread_lock=True, quiet=True, auth=("ann", "secret"))
-    yield f"http://127.0.0.1:{port}/"
+    blocks, _app, url = serve_app(config, auth=("ann", "secret"))
+    yield url
     blocks.close()
 
 
