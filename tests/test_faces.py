@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -369,3 +370,202 @@ def test_a_neural_background_runs_through_the_tiling_engine_with_faces_pasted_at
     assert changed_outside(background, out, [face.box for face in done.faces]) == 0
     # The weight-free clean-up works at the face's output resolution: about 4x its size in the photo.
     assert done.faces[0].size >= 4 * 0.8 * native_crop_size(done.faces[0].face.landmarks, "facexlib")
+
+
+# ------------------------------------------------------------------------------------------------ GPEN's and GFPGAN's options
+def three_sizes() -> np.ndarray:
+    """Three astronauts of different sizes: the largest at the left, the middle one at the right, the smallest
+    at the centre of the photo (so 'centre' and 'largest' are different faces)."""
+    photo = np.full((700, 1400, 3), 200, np.uint8)
+    astronaut = data.astronaut()
+    for scale, (x, y) in ((1.0, (0, 0)), (0.7, (1400 - 358, 0)), (0.5, (700 - 128 - 100, 350 - 128 - 60))):
+        side = round(512 * scale)
+        photo[y:y + side, x:x + side] = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA)
+    return photo
+
+
+@pytest.fixture(scope="module")
+def sizes_photo() -> np.ndarray:
+    return three_sizes()
+
+
+def test_faces_are_numbered_largest_first_and_chosen_by_index_centre_or_size(sizes_photo):
+    from tessera.options import FaceOptions
+    from tessera.tasks.faces import find_faces
+
+    faces = find_faces(sizes_photo, FaceOptions())
+    assert len(faces) == 3
+    assert faces[0].size > faces[1].size > faces[2].size and faces[0].box[0] < 300 and faces[1].box[0] > 1000
+    for options, indices in (({"faces": "2,0"}, [0, 2]), ({"only_largest_face": True}, [0]),
+                             ({"only_center_face": True}, [2])):
+        report: list = []
+        out = enhance_faces(sizes_photo, model=small_gpen(), report=report, device="cpu", **options)
+        done = sorted(report[0].faces, key=lambda face: face.index)
+        assert [face.index for face in done] == indices and report[0].found == 3
+        for face in done:
+            assert np.allclose(face.face.box, faces[face.index].box)
+        assert changed_outside(sizes_photo, out, [face.box for face in done]) == 0
+        for face in done:
+            x0, y0, x1, y1 = face.box
+            assert np.any(out[y0:y1, x0:x1] != sizes_photo[y0:y1, x0:x1])
+
+
+def test_choosing_a_face_that_was_not_found_or_two_ways_at_once_is_refused(sizes_photo):
+    from tessera.errors import InputError
+
+    with pytest.raises(InputError, match=r"face 5 not found: the detector found faces 0-2"):
+        enhance_faces(sizes_photo, faces=[1, 5])
+    with pytest.raises(OptionError, match="both choose faces"):
+        enhance_faces(sizes_photo, faces=[1], only_largest_face=True)
+    with pytest.raises(OptionError, match="faces"):
+        enhance_faces(sizes_photo, faces="1;2")
+
+
+def test_face_order_is_stable_among_equal_sizes():
+    from tessera.tasks.faces import index_order
+
+    points = np.zeros((5, 2))
+    right, left, low = (Face((300.0, 0.0, 400.0, 100.0), 0.9, points), Face((0.0, 0.0, 100.0, 100.0), 0.8, points),
+                        Face((0.0, 200.0, 100.0, 300.0), 0.99, points))
+    big = Face((0.0, 400.0, 150.0, 550.0), 0.7, points)
+    for order in ([right, left, low, big], [low, big, left, right]):
+        assert index_order(order) == [big, left, right, low]
+
+
+def test_progress_moves_after_every_face(sizes_photo):
+    events: list = []
+    enhance_faces(sizes_photo, model=small_gpen(), face_batch=1, progress=events.append, device="cpu")
+    faces = [(event.done, event.total) for event in events if event.stage == "faces"]
+    assert {done for done, _ in faces} == {0, 1, 2, 3} and {total for _, total in faces} == {3}
+    assert [done for done, _ in faces] == sorted(done for done, _ in faces)  # never backwards
+
+
+@pytest.mark.parametrize("shape, upscale", [((96, 96), 1), ((120, 80), 2)])
+def test_an_aligned_input_is_restored_whole_without_detection(astronaut, monkeypatch, shape, upscale):
+    import tessera.tasks.faces as faces_task
+    from tessera.models.classical.lanczos import resize
+
+    monkeypatch.setattr(faces_task, "detect_faces", lambda *a, **k: pytest.fail("an aligned input is not searched"))
+    photo = cv2.resize(astronaut[40:240, 140:340], shape[::-1], interpolation=cv2.INTER_AREA)
+    network = small_gpen()
+    report: list = []
+    out = enhance_faces(photo, model=network, aligned=True, upscale=upscale, report=report, device="cpu")
+    rows, cols = shape[0] * upscale, shape[1] * upscale
+    assert out.shape == (rows, cols, 3)
+    (face,) = report[0].faces
+    assert face.size == 64 and face.box == (0, 0, cols, rows) and report[0].aligned
+    # What GFPGAN's has_aligned does: the whole image at the network's size through the network, then resized.
+    crop = np.clip(resize(photo.astype(np.float32) / 255, 64, 64), 0, 1)
+    with torch.no_grad():
+        restored = network(torch.from_numpy(crop).permute(2, 0, 1)[None]).permute(0, 2, 3, 1)[0].numpy()
+    expected = np.clip(resize(np.rint(restored * 255).astype(np.float32) / 255, cols, rows), 0, 1)
+    assert np.abs(out.astype(np.float32) - expected * 255).max() <= 1.01
+    weight_free: list = []
+    enhance_faces(photo, aligned=True, report=weight_free)
+    # the weight-free method runs at the input's own size, its long side rounded up to a multiple of 16
+    assert weight_free[0].faces[0].size == {(96, 96): 96, (120, 80): 128}[shape]
+
+
+def test_saved_faces_stitch_back_bit_for_bit_and_an_edited_face_changes_only_its_box(astronaut, tmp_path):
+    from tessera.image import load_image, save_image
+    from tessera.tasks.faces_manifest import stitch_faces
+
+    photo = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)
+    for dtype, upscale, folder in ((np.uint8, 1, tmp_path / "u8"), (np.uint16, 2, tmp_path / "u16")):
+        source = photo.astype(dtype) * (257 if dtype == np.uint16 else 1)
+        report: list = []
+        out = enhance_faces(source, model=small_gpen(), upscale=upscale, strength=0.9, save_faces=folder,
+                            report=report, device="cpu")
+        manifest = report[0].manifest
+        assert manifest == folder / "manifest.json"
+        assert np.array_equal(stitch_faces(manifest, source), out)
+    # Edit face 0 (paint it black): only that face's box changes.
+    restored = folder / "face_000_restored.png"
+    save_image(np.zeros_like(load_image(restored).pixels), restored)
+    edited = stitch_faces(folder / "manifest.json", photo.astype(np.uint16) * 257)
+    (box,) = [face.box for face in report[0].faces if face.index == 0]
+    assert changed_outside(out, edited, [box]) == 0 and np.any(edited != out)
+
+
+def test_saved_aligned_faces_stitch_back_bit_for_bit(astronaut, tmp_path):
+    from tessera.tasks.faces_manifest import stitch_faces
+
+    crop = np.ascontiguousarray(astronaut[40:240, 140:340])
+    report: list = []
+    out = enhance_faces(crop, model=small_gpen(), aligned=True, save_faces=tmp_path, report=report, device="cpu")
+    assert np.array_equal(stitch_faces(report[0].manifest, crop), out)
+
+
+@pytest.fixture(scope="module")
+def saved_once(astronaut, tmp_path_factory) -> Path:
+    report: list = []
+    enhance_faces(astronaut, save_faces=tmp_path_factory.mktemp("saved") / "faces", report=report)
+    return report[0].manifest.parent
+
+
+@pytest.fixture
+def saved_faces(astronaut, saved_once, tmp_path) -> tuple[np.ndarray, Path, dict]:
+    """The astronaut, a copy of its --save-faces folder's manifest (in tmp_path/faces) and its JSON."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(saved_once, tmp_path / "faces")
+    manifest = folder / "manifest.json"
+    return astronaut, manifest, json.loads(manifest.read_text())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, d: m["faces"][0].update(restored="../outside.png"), "not inside the manifest's folder"),
+    (lambda m, d: m["faces"][0].update(restored="/etc/hostname"), "not inside the manifest's folder"),
+    (lambda m, d: m["faces"][0].update(restored="link.png") or (d / "link.png").symlink_to(d.parent / "x.png"),
+     "leads out of the manifest's folder"),
+    (lambda m, d: m.update(faces=[m["faces"][0]] * 10_001), "over the limit of 10,000"),
+    (lambda m, d: m["faces"][0].update(matrix=[[1e300, 0, 0], [0, 1, 0]]), "valid 'matrix'"),
+    (lambda m, d: m["faces"][0].update(matrix=[[0, 0, 0], [0, 0, 0]]), "degenerate"),
+    (lambda m, d: m["faces"][0].update(size=True), "'size' must be a whole number"),
+    (lambda m, d: m["faces"][0].update(size=32), "expected 32x32"),
+    (lambda m, d: m.update(strength="1"), "'strength' must be a number"),
+    (lambda m, d: m.update(background="/tmp/evil.pth"), "not a catalog model"),
+    (lambda m, d: m.update(output_width=10**9), "'output_width' must be a whole number"),
+    (lambda m, d: m.update(tessera="inpaint-regions"), "not a tessera face manifest"),
+    (lambda m, d: m["faces"].append(7), "face 1 must be an object"),
+    (lambda m, d: m["faces"][0].update(landmarks=[[1, 2]] * 4), "valid 'landmarks'"),
+    (lambda m, d: m.update(parse_mask="ellipse"), "'parse_mask' must be one of box, parsenet"),
+    (lambda m, d: m.update(face_batch=0), "'face_batch' must be auto or a whole number"),
+])
+def test_an_untrusted_face_manifest_is_checked_before_a_pixel_is_read(saved_faces, edit, message):
+    import json
+
+    from tessera.errors import InputError
+    from tessera.tasks.faces_manifest import stitch_faces
+
+    photo, manifest, data_ = saved_faces
+    (manifest.parent.parent / "x.png").write_bytes((manifest.parent / data_["faces"][0]["restored"]).read_bytes())
+    edit(data_, manifest.parent)
+    manifest.write_text(json.dumps(data_))
+    with pytest.raises(InputError, match=message):
+        stitch_faces(manifest, photo)
+
+
+def test_stitch_refuses_a_photo_of_another_size(saved_faces):
+    from tessera.errors import InputError
+    from tessera.tasks.faces_manifest import stitch_faces
+
+    photo, manifest, _ = saved_faces
+    with pytest.raises(InputError, match="was written for 512x512 uint8"):
+        stitch_faces(manifest, photo[:500])
+
+
+def test_stitch_reproduces_enhance_with_parsing_masks(astronaut, tmp_path, monkeypatch):
+    from test_face_parsing import cached_parsenet, small_parsenet
+
+    from tessera.tasks.faces_manifest import read_face_manifest, stitch_faces
+
+    cached_parsenet(tmp_path, monkeypatch, small_parsenet())
+    photo = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)
+    report: list = []
+    out = enhance_faces(photo, model=small_gpen(), parse_mask="parsenet", save_faces=tmp_path / "faces",
+                        model_dir=tmp_path, report=report, device="cpu")
+    manifest = read_face_manifest(report[0].manifest)
+    assert manifest.parse_mask == "parsenet" and len(manifest.faces) == 2
+    assert np.array_equal(stitch_faces(manifest, photo, model_dir=tmp_path), out)

@@ -216,3 +216,28 @@ def test_upfirdn2d_down_and_negative_pad_match_their_definitions():
     stuffed = torch.zeros(2, 3, 18, 22)
     stuffed[:, :, ::2, ::2] = image
     assert torch.allclose(upfirdn2d(image, kernel, up=2), upfirdn2d(stuffed, kernel))
+
+
+def test_gpen_2048_is_run_with_gpen_s_alpha_0_8_unless_a_strength_is_given():
+    """GPEN's run.sh runs GPEN-BFR-2048 with --alpha 0.8: restored = 0.8 restored + 0.2 original under the mask."""
+    from dataclasses import replace
+
+    import numpy as np
+    from skimage import data
+
+    from tessera.models.catalog import get_entry
+    from tessera.models.loader import from_descriptor
+    from tessera.tasks.faces import enhance_faces
+
+    descriptor = GPENArch().load(random_gpen(SMALL).state_dict())
+    loaded = from_descriptor(descriptor, entry=get_entry("gpen-bfr-2048"))
+    assert loaded.extra["face_strength"] == 0.8 and loaded.face_size == 2048
+    assert "face_strength" not in from_descriptor(descriptor, entry=get_entry("gpen-bfr-512")).extra
+    network = replace(loaded, face_size=64)  # the random network is 64 px: run it at its own size
+    photo = data.astronaut()
+    reports: list = []
+    default = enhance_faces(photo, model=network, report=reports, device="cpu").astype(float)
+    full = enhance_faces(photo, model=network, strength=1.0, report=reports, device="cpu").astype(float)
+    assert [report.strength for report in reports] == [0.8, 1.0]
+    assert np.abs(full - photo).max() > 20
+    assert np.abs((default - photo) - 0.8 * (full - photo)).max() <= 1.0  # rounding only

@@ -71,7 +71,7 @@ def test_pixels_outside_the_grown_mask_are_bit_identical(tiny, photo, dtype):
         out = inpaint(image, mask, model=model, grow=3, feather=4, device="cpu", report=reports)
         assert len(reports[0].regions) == 2
         assert out.dtype == image.dtype and out.shape == image.shape
-        grown = _grown(mask, 3)
+        grown = _grown(mask, 3 + 4)  # the grown mask and its feather band
         assert np.array_equal(out[~grown], image[~grown])
         assert np.array_equal(out[..., 3], image[..., 3])  # alpha untouched everywhere
         assert (out[grown][:, :3] != image[grown][:, :3]).any()
@@ -222,3 +222,123 @@ def test_cli_falls_back_to_weight_free_and_says_so_once(cli, tmp_path, photo, ca
     stitched = tmp_path / "stitched.png"
     assert cli(["stitch", str(folder / "manifest.json"), "-o", str(stitched)]) == 0
     assert np.array_equal(load_image(stitched).pixels, result)
+
+
+# ---------------------------------------------------------------------------------------------- issue 11
+
+
+def test_a_long_scratch_is_filled_in_pieces_exactly_and_without_a_step_at_their_boundaries():
+    import cv2
+    from skimage import data
+
+    photo = cv2.resize(data.coffee(), (3000, 2000), interpolation=cv2.INTER_CUBIC)
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    cv2.line(mask, (40, 1000), (2960, 1060), 255, 6)
+    hole = mask > 127
+    reports = []
+    out = inpaint(photo, mask, model="telea", max_size=1024, report=reports)
+    regions = reports[0].regions
+    assert len(regions) > 4 and not any(r.downscaled for r in regions) and any(r.known for r in regions)
+    assert np.array_equal(out[~hole], photo[~hole])
+    assert (out[hole] != photo[hole]).any()
+    # along the scratch, the step between neighbouring columns where one piece hands over to the next is no
+    # larger than the steps inside the pieces
+    owner = np.full(hole.shape, -1)
+    for index, region in enumerate(regions):
+        owner[region.crop.slices][region.paste_mask(hole)] = index
+    columns = np.arange(60, 2940)
+    rows = np.array([np.flatnonzero(hole[:, x]).mean().round().astype(int) for x in columns])
+    values = out[rows, columns].astype(float)
+    steps = np.abs(np.diff(values, axis=0)).max(axis=1)
+    handover = owner[rows[:-1], columns[:-1]] != owner[rows[1:], columns[1:]]
+    assert handover.sum() >= 4
+    assert steps[handover].max() <= max(2 * np.percentile(steps[~handover], 99), 12)
+
+
+def test_feather_without_grow_leaves_nothing_of_the_object_and_stitches_back_exactly(tmp_path):
+    import cv2
+    from skimage import data
+
+    grey = cv2.resize(data.camera(), (320, 320))
+    photo = np.dstack([grey] * 3)
+    cv2.circle(photo, (160, 150), 40, (230, 20, 20), -1)
+    mask = np.zeros(grey.shape, np.uint8)
+    cv2.circle(mask, (160, 150), 40, 255, -1)
+
+    def reddish(image):
+        image = image.astype(int)
+        return int(((image[..., 0] > image[..., 1] + 40) & (image[..., 0] > image[..., 2] + 40)).sum())
+
+    assert reddish(photo) > 4000
+    folder = tmp_path / "regions"
+    reports = []
+    out = inpaint(photo, mask, model="telea", feather=6, save_regions=folder, report=reports)
+    assert reddish(out) == 0
+    band = _grown(mask, 6)
+    assert np.array_equal(out[~band], photo[~band])
+    assert (out[band & (mask <= 127)] != photo[band & (mask <= 127)]).any()  # the band blends
+    assert np.array_equal(stitch(reports[0].manifest, photo), out)
+
+
+@pytest.mark.filterwarnings("ignore::tessera.masks.LargeMaskWarning")
+def test_a_mask_covering_the_whole_photo_is_an_input_error(photo):
+    with pytest.raises(InputError, match="nothing to fill from"):
+        inpaint(photo, np.full(photo.shape[:2], 255, np.uint8), model="telea")
+    almost = np.full(photo.shape[:2], 255, np.uint8)
+    almost[:4, :4] = 0
+    with pytest.raises(InputError, match="only 0.02% of the photo"):
+        inpaint(photo, almost, model="telea")
+    most = np.full(photo.shape[:2], 255, np.uint8)
+    most[:60] = 0
+    with pytest.raises(InputError, match="feather band"):
+        inpaint(photo, most, model="telea", feather=59)
+
+
+def test_full_strategy_beyond_the_budget_is_refused_before_any_region_runs(tiny, photo):
+    from tessera.errors import ResourceError
+
+    events = []
+    with pytest.raises(ResourceError, match=r"--strategy full .* which needs about .* over the memory budget"):
+        inpaint(photo, _marks(photo.shape[:2], (20, 30, 40, 60)), model=tiny, strategy="full", max_memory="64K",
+                device="cpu", progress=events.append)
+    assert not [e for e in events if e.stage == "regions"]
+
+
+def test_progress_inside_one_big_region_moves(monkeypatch):
+    import tessera.tasks.inpaint as task
+
+    monkeypatch.setattr(task, "STEP_PIXELS", 200 * 200)
+    image = np.random.default_rng(0).integers(0, 256, (240, 240, 3), dtype=np.uint8)
+    events = []
+    inpaint(image, _marks(image.shape[:2], (100, 100, 140, 140)), model="telea", strategy="full",
+            progress=events.append)
+    steps = [e for e in events if e.stage == "steps"]
+    assert [e.done for e in steps] == [0, 1, 2, 3] and {e.total for e in steps} == {3}
+    assert "running telea" in steps[1].message and "240x240 region" in steps[1].message
+    assert [e.done for e in events if e.stage == "regions"][-1] == 1
+
+
+def test_auto_without_lama_uses_patchmatch_or_says_why_not(monkeypatch, tmp_path):
+    import tessera.tasks.inpaint as task
+
+    model, notice = task.resolve_inpaint_model("auto", model_dir=str(tmp_path))
+    assert model.name == "patchmatch" and "weight-free patchmatch method;" in notice
+    monkeypatch.setattr(task, "patchmatch_available", lambda: False)
+    model, notice = task.resolve_inpaint_model("auto", model_dir=str(tmp_path))
+    assert model.name == "telea" and "patchmatch-cython" in notice and "tessera[inpaint]" in notice
+
+
+def test_the_weight_free_default_is_the_one_the_quality_bench_chose():
+    from conftest import load_bench
+
+    import tessera.tasks.inpaint as task
+    from tessera.models.classical.inpaint import PATCH_SIZE
+
+    bench = load_bench("inpaint_quality")
+    summary = json.loads((bench.RESULTS / "inpaint_quality.json").read_text())["summary"]
+    assert bench.choose_default(summary) == f"{task.DEFAULT_WEIGHT_FREE} p{PATCH_SIZE}"
+    # the rule: best texture within MAX_PSNR_LOSS dB of the best PSNR, else the PSNR winner
+    made_up = {"blur": {"psnr": 30.0, "texture": 0.5}, "sharp": {"psnr": 29.5, "texture": 0.9},
+               "noisy": {"psnr": 20.0, "texture": 0.95}}
+    assert bench.choose_default(made_up) == "sharp"
+    assert bench.choose_default({**made_up, "sharp": {"psnr": 28.0, "texture": 0.9}}) == "blur"

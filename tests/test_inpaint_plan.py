@@ -124,3 +124,77 @@ def test_a_budget_nothing_fits_is_a_resource_error_whatever_the_quantum(quantum)
     mask[200:400, 200:400] = True
     with pytest.raises(ResourceError, match="memory budget"):
         plan_regions(mask, sizing=Sizing(quantum=quantum, fits=lambda height, width: height * width <= 10 * 10))
+
+
+# ---------------------------------------------------------------------------------------------- long thin holes
+
+
+def _line_mask(shape, *lines, thickness=6):
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
+    for p0, p1 in lines:
+        cv2.line(mask, p0, p1, 255, thickness)
+    return mask > 0
+
+
+def _check_known(regions):
+    """Every known box lies in its region's crop and is a hole box of a region of an earlier phase."""
+    for region in regions:
+        earlier = [box for other in regions if other.phase < region.phase for box in other.holes]
+        for box in region.known:
+            assert region.crop.y0 <= box.y0 < box.y1 <= region.crop.y1
+            assert region.crop.x0 <= box.x0 < box.x1 <= region.crop.x1
+            assert any(e.y0 <= box.y0 and box.y1 <= e.y1 and e.x0 <= box.x0 and box.x1 <= e.x1 for e in earlier)
+
+
+def test_a_6px_scratch_across_a_24mp_photo_runs_in_full_resolution_pieces_of_bounded_size():
+    mask = _line_mask((4000, 6000), ((100, 300), (5900, 3700)))
+    regions = plan_regions(mask, sizing=Sizing(quantum=64, max_size=2000, fits=lambda h, w: h * w <= 1500 ** 2))
+    assert len(regions) > 10
+    assert not any(r.downscaled for r in regions)
+    assert max(max(r.run_shape) for r in regions) <= 1024
+    assert sum(r.run_shape[0] * r.run_shape[1] for r in regions) < 6 * 10 ** 6  # not the photo: about the scratch
+    _check_cover(mask, regions)
+    _check_known(regions)
+    assert {r.phase for r in regions} <= {1, 2, 3, 4} and any(r.known for r in regions)
+
+
+def test_a_hairline_joined_to_a_blob_keeps_full_resolution_away_from_the_blob():
+    import cv2
+
+    mask = _line_mask((4000, 6000), ((2150, 2000), (5800, 2100)), thickness=3)
+    disc = np.zeros(mask.shape, np.uint8)
+    cv2.circle(disc, (1500, 2000), 700, 255, -1)
+    mask |= disc > 0  # one connected component: the hairline starts at the disc's edge
+    regions = plan_regions(mask, sizing=Sizing(quantum=64, max_size=2000))
+    _check_cover(mask, regions)
+    _check_known(regions)
+    scaled = [r for r in regions if r.downscaled]
+    assert len(scaled) == 1 and scaled[0].phase == 0  # the blob's part
+    far = mask.copy()
+    far[:, :1500 + 700 + 200] = False  # the hairline farther than 200 px from the disc
+    assert far.any()
+    for region in scaled:
+        assert not region.paste_mask(far).any()
+
+
+def test_a_sparse_group_is_split_only_when_the_pieces_cost_less_than_half():
+    diagonal = _line_mask((2600, 2600), ((100, 100), (2500, 2500)))
+    pieces = plan_regions(diagonal, sizing=Sizing(quantum=64))
+    assert len(pieces) > 1 and not any(r.downscaled for r in pieces)
+    assert sum(r.run_shape[0] * r.run_shape[1] for r in pieces) * 2 < 2600 * 2600
+    _check_cover(diagonal, pieces)
+    straight = _line_mask((600, 2600), ((100, 300), (2500, 300)))  # its one crop is hardly larger than pieces
+    assert len(plan_regions(straight, sizing=Sizing(quantum=64))) == 1
+
+
+def test_full_strategy_over_the_budget_is_refused_with_the_estimate():
+    from tessera.errors import ResourceError
+
+    mask = _mask((4000, 6000), (100, 100, 150, 150))
+    sizing = Sizing(quantum=64, fits=lambda h, w: False, estimate=lambda h, w: 123 * 2 ** 30, budget=8 * 2 ** 30)
+    with pytest.raises(ResourceError, match=r"6000x4000 photo in one pass, which needs about 123\.0 GiB, over the "
+                                            r"memory budget of 8\.0 GiB; use --strategy auto"):
+        plan_regions(mask, strategy="full", sizing=sizing)
+    assert len(plan_regions(mask, strategy="auto", sizing=Sizing(quantum=64, fits=lambda h, w: h * w < 10 ** 6))) == 1

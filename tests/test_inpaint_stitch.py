@@ -14,7 +14,7 @@ import pytest
 from tessera.cli import main
 from tessera.errors import InputError
 from tessera.image import save_image
-from tessera.tasks import inpaint_paste
+from tessera.tasks import inpaint_paste, manifest_checks
 from tessera.tasks.inpaint import inpaint, stitch
 
 
@@ -213,7 +213,7 @@ def test_hostile_json_is_one_input_error_line(text, saved, capsys):
 
 def test_an_oversized_manifest_is_refused_unread(saved, monkeypatch):
     manifest, _ = saved
-    monkeypatch.setattr(inpaint_paste, "MAX_MANIFEST_BYTES", 100)
+    monkeypatch.setattr(manifest_checks, "MAX_MANIFEST_BYTES", 100)
     with pytest.raises(InputError, match="is over"):
         inpaint_paste.read_manifest(manifest)
 
@@ -221,3 +221,15 @@ def test_an_oversized_manifest_is_refused_unread(saved, monkeypatch):
 def test_the_untouched_manifest_still_stitches(saved):
     manifest, _ = saved
     assert stitch(manifest).pixels.shape == (96, 128, 3)
+
+
+def test_a_version_1_manifest_stitches_only_without_feather(saved, capsys):
+    """Version 1 blended a feather band inside the mask; version 2 blends one outside it: an old manifest with
+    a feather would stitch differently, so it is refused, one without is the same and read."""
+    manifest, data = saved
+    _rewrite(manifest, {**data, "version": 1})
+    assert np.array_equal(stitch(manifest).pixels, stitch(_rewrite(manifest, data)).pixels)
+    _rewrite(manifest, {**data, "version": 1, "feather": 3})
+    with pytest.raises(InputError, match="version 1, whose feather band lay inside the mask"):
+        stitch(manifest)
+    _refused_by_the_cli(manifest, capsys, "version 1")

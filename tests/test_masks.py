@@ -110,3 +110,19 @@ def test_large_mask_warns_small_does_not():
         warnings.simplefilter("error")
         grown = prepare_mask(small, (100, 100), grow=2)
     assert grown.sum() > 100 and grown[10:20, 10:20].all()
+
+
+@pytest.mark.filterwarnings("ignore::tessera.masks.LargeMaskWarning")
+def test_a_mask_that_leaves_nothing_to_fill_from_is_an_error():
+    with pytest.raises(InputError, match="leaves no pixel outside it: nothing to fill from"):
+        prepare_mask(np.full((20, 30), 255, np.uint8), (20, 30))
+    spot = np.zeros((100, 100), np.uint8)
+    spot[50, 50] = 255
+    with pytest.raises(InputError, match=r"mask, grown by 80 px, leaves no pixel"):
+        prepare_mask(spot, (100, 100), grow=80)
+    nearly = np.full((100, 100), 255, np.uint8)
+    nearly[0, :99] = 0  # 0.99 % left: under the 1 % needed
+    with pytest.raises(InputError, match=r"only 0\.99% of the photo"):
+        prepare_mask(nearly, (100, 100))
+    nearly[1, :2] = 0  # 1.01 %
+    assert prepare_mask(nearly, (100, 100)).sum() == 100 * 100 - 101

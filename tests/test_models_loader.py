@@ -293,7 +293,7 @@ def test_cached_name_carries_catalog_metadata(tmp_path, monkeypatch):
 
 def test_helper_files_are_not_image_models(tmp_path):
     with pytest.raises(ModelError, match="not an image model"):
-        load_model("facexlib-parsenet", model_dir=tmp_path)
+        load_model("facexlib-retinaface", model_dir=tmp_path)  # ParseNet loads: tests/test_face_parsing.py
 
 
 # ---------------------------------------------------------------------------------------------------- placement

@@ -5,6 +5,11 @@ harmless to call on one, the test also shows that torch runs its payload, so the
 """
 from __future__ import annotations
 
+import functools
+import importlib
+import io
+import os
+import pickle
 import time
 import zipfile
 
@@ -18,7 +23,7 @@ from tessera.cli import main
 from tessera.errors import ModelError
 from tessera.models.loader import load_model, read_state_dict
 from tessera.models.torchfile import BUDGET_VARIABLE, read_torch_file
-from tessera.models.unpickler import UnsafeWeightsError
+from tessera.models.unpickler import _GLOBALS, UnsafeWeightsError, restricted_load
 
 hostile = load_bench("hostile_weights")
 
@@ -156,6 +161,58 @@ def test_python2_spellings_of_builtins_load(tmp_path):
     assert b"__builtin__" in hostile.crafted_pickle(content)
     assert read_torch_file(path)["config"] == {"kind": "ffc"}
     assert read_state_dict(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+# the allowed plain-data globals that protocols 0-2 may spell the Python 2 way
+PYTHON2_SPELLED = [key for key in _GLOBALS if key[0] in ("builtins", "copyreg", "collections", "_codecs")]
+
+
+@pytest.mark.parametrize("module, name", PYTHON2_SPELLED, ids=[".".join(key) for key in PYTHON2_SPELLED])
+def test_every_allowed_builtin_loads_under_its_protocol2_spelling(module, name):
+    # what Python 3 itself writes at protocol 2 (torch.save's default): int as __builtin__.long, str as
+    # __builtin__.unicode, copyreg as copy_reg; an OmegaConf configuration in a Lightning checkpoint has them
+    original = getattr(importlib.import_module(module), name)
+    for protocol in (0, 2, 4):
+        assert restricted_load(io.BytesIO(pickle.dumps(original, protocol=protocol))) is _GLOBALS[module, name]
+
+
+@pytest.mark.parametrize("spelling, allowed", [
+    ("__builtin__\nlong", int), ("__builtin__\nunicode", str), ("__builtin__\nbasestring", str),
+    ("copy_reg\n_reconstructor", _GLOBALS["copyreg", "_reconstructor"])], ids=["long", "unicode", "basestring",
+                                                                               "copy_reg"])
+def test_names_python2_itself_wrote_load(spelling, allowed):
+    assert restricted_load(io.BytesIO(b"c" + spelling.encode() + b"\n.")) is allowed  # protocol 0, as Python 2
+
+
+def _marker_code(marker) -> str:
+    return f"open({str(marker)!r}, 'w').close()"
+
+
+PROTOCOL2_REFUSALS = {  # a payload, and the global its protocol-2 pickle names
+    "eval": (lambda marker: hostile.Call(eval, _marker_code(marker)), "__builtin__.eval"),
+    "exec": (lambda marker: hostile.Call(exec, _marker_code(marker)), "__builtin__.exec"),
+    "getattr": (lambda marker: hostile.Call(getattr, hostile.Call(__import__, "os"), "system"),
+                "__builtin__.getattr"),
+    "import": (lambda marker: hostile.Call(__import__, "os"), "__builtin__.__import__"),
+    "reduce": (lambda marker: hostile.Call(functools.reduce, exec, [None], _marker_code(marker)),
+               "__builtin__.reduce"),
+    "range": (lambda marker: hostile.Call(range, 10 ** 12), "__builtin__.xrange"),
+    "system": (lambda marker: hostile.Call(os.system, f"touch {marker}"), "posix.system"),
+}
+
+
+@pytest.mark.parametrize("case", PROTOCOL2_REFUSALS)
+def test_protocol2_spellings_open_no_refused_name(tmp_path, case):
+    build, spelled = PROTOCOL2_REFUSALS[case]
+    marker = tmp_path / "ran"
+    data = hostile.crafted_pickle({"w": build(marker)}, protocol=2)
+    assert ("c" + spelled.replace(".", "\n", 1) + "\n").encode() in data
+    with pytest.raises(UnsafeWeightsError, match=f"global '{spelled}' is not allowed"):
+        restricted_load(io.BytesIO(data))
+    assert not marker.exists()
+    if case in ("eval", "exec", "reduce", "system"):
+        pickle.loads(data)  # Python's own unpickler runs the payload, so the test can fail
+        assert marker.exists()
 
 
 def test_the_cli_refuses_a_hostile_model_in_one_line(tmp_path, corpus, capsys):

@@ -137,6 +137,16 @@ def test_enhance_with_the_photo_alone(client, photos):
     assert xs.min() >= x0 - margin and xs.max() <= x1 + margin and ys.min() >= y0 - margin and ys.max() <= y1 + margin
 
 
+def test_enhance_restores_only_the_faces_chosen_by_index(client, photos):
+    from gradio_client.exceptions import AppError
+
+    result, _compare, status = client.predict(gradio_client.handle_file(str(photos["photo"])), faces="0",
+                                              strength="0.5", api_name="/enhance")
+    assert "1 face" in status and read(result).shape == photos["pixels"].shape
+    with pytest.raises(AppError, match="face 3 not found"):
+        client.predict(gradio_client.handle_file(str(photos["photo"])), faces="3", api_name="/enhance")
+
+
 def test_inpaint_with_photo_and_mask(client, photos):
     result, _compare, status = client.predict(gradio_client.handle_file(str(photos["photo"])),
                                               gradio_client.handle_file(str(photos["mask"])), api_name="/inpaint")

@@ -1,10 +1,9 @@
 """The web UI in a real browser: Debian's chromium, headless, driven by Playwright (never a downloaded browser).
 
 Inpaint: upload a photo, paint a stroke on the editor's canvas (a preview smaller than the photo) and erase part
-of it, run, download
-the result and check it has the photo's full size and differs from it only near the stroke. Faces: upload, see
-the face found, enhance, download. Upscale: live progress, a second user's queue position, Cancel. Labels in
-Chinese. Screenshots are kept
+of it, run, download the result and check it has the photo's full size and differs from it only near the stroke.
+Faces: upload, see the face found, enhance, download; click one face of two on the preview and only it is
+restored. Upscale: live progress, a second user's queue position, Cancel. Labels in Chinese. Screenshots are kept
 under test-artifacts/web/. Skips with a reason where chromium or Playwright is missing.
 """
 from __future__ import annotations
@@ -202,6 +201,53 @@ def test_faces_detected_drawn_and_enhanced(server, browser, files):
     ys, xs = np.nonzero(changed)
     assert len(xs) and xs.min() >= x0 - margin and xs.max() <= x1 + margin
     assert ys.min() >= y0 - margin and ys.max() <= y1 + margin
+    page.close()
+
+
+def _click_photo_point(page, selector: str, x: float, y: float, width: int, height: int) -> None:
+    """Click the pixel (x, y) of a ``width`` x ``height`` photo shown (fitted, centred) in the image ``selector``."""
+    box = page.evaluate(
+        "(selector) => { const img = document.querySelector(selector); const r = img.getBoundingClientRect();"
+        " return [r.x, r.y, r.width, r.height, img.naturalWidth, img.naturalHeight, getComputedStyle(img).objectFit];"
+        " }", selector)
+    left, top, shown_w, shown_h, natural_w, natural_h, object_fit = box
+    fit = min(shown_w / natural_w, shown_h / natural_h)  # drawn contained in its element, centred...
+    if object_fit == "scale-down":  # ...and never enlarged
+        fit = min(fit, 1.0)
+    left += (shown_w - natural_w * fit) / 2
+    top += (shown_h - natural_h * fit) / 2
+    page.mouse.click(left + (x + 0.5) * natural_w / width * fit, top + (y + 0.5) * natural_h / height * fit)
+
+
+def test_clicking_a_face_on_the_preview_restores_only_that_face(server, browser, files, tmp_path):
+    from tessera.faces.detect import detect_faces
+    from tessera.tasks.faces import index_order
+
+    _app, url, _config = server
+    photo = files["pixels"].copy()
+    face = photo[40:220, 150:330]  # the astronaut's head, pasted again small at the lower left
+    photo[250:370, 20:140] = np.asarray(Image.fromarray(face).resize((120, 120), Image.LANCZOS))
+    path = tmp_path / "two-faces.png"
+    Image.fromarray(photo).save(path)
+    faces = index_order(detect_faces(photo))
+    assert len(faces) == 2 and faces[1].box[0] < 150  # face 1 is the small copy
+    page = new_page(browser, url)
+    page.get_by_role("tab", name="Faces").click()
+    page.locator("#faces-photo input[type=file]").set_input_files(str(path))
+    page.wait_for_function("() => document.querySelector('#faces-count input, #faces-count textarea')?.value === '2'")
+    page.wait_for_selector("#faces-detected img")
+    x0, y0, x1, y1 = faces[1].box
+    _click_photo_point(page, "#faces-detected img", (x0 + x1) / 2, (y0 + y1) / 2, photo.shape[1], photo.shape[0])
+    page.wait_for_function("() => document.querySelector('#opt-faces input, #opt-faces textarea')?.value === '1'")
+    shot(page, "faces-3-chosen")
+    page.locator("#faces-run").click()
+    page.wait_for_selector("#faces-result a")
+    result = download(page, "#faces-result a", "two-faces-enhanced.png")
+    changed = np.abs(result.astype(int) - photo).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    margin = 0.6 * max(x1 - x0, y1 - y0)
+    assert len(xs) and xs.min() >= x0 - margin and xs.max() <= x1 + margin
+    assert ys.min() >= y0 - margin and ys.max() <= y1 + margin  # the large face was left alone
     page.close()
 
 

@@ -735,3 +735,62 @@ def test_editor_holds_a_bounded_number_of_bounded_canvas_images():
     with pytest.raises(gr.Error, match="over the limit"):
         component.accept_blobs(blob("huge", web_editor.editor_blob_limit(component) + 1))
     assert "huge" not in component.blob_storage
+
+# ----------------------------------------------------------------------------------------------- faces (issue 11)
+
+
+def test_clicking_a_face_on_the_preview_toggles_its_index_in_the_faces_field(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from skimage import data
+
+    from tessera.options import FaceOptions
+    from tessera.tasks.faces import find_faces
+    from tessera.web import app as web_app
+    from tessera.web.results import CHOSEN_COLOUR
+    from tessera.web.uploads import UploadGate
+
+    app = web_app.WebApp(web_app.WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r"),
+                                           preview_side=512))
+    app.gate = UploadGate(tmp_path)
+    photo = np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1)  # 1024 px: a half-size preview
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    drawn, count, found = app.detect(str(tmp_path / "photo.png"), None)
+    faces = find_faces(photo, FaceOptions())
+    assert count == "2" and drawn.shape == (256, 512, 3) and len(found["faces"]) == 2
+    assert not np.all(drawn == found["preview"])  # boxes and index labels drawn on a copy
+
+    def click(face_index: int, chosen: str) -> tuple[str, object]:
+        x0, y0, x1, y1 = faces[face_index].box  # photo pixels -> preview pixels (half size)
+        return app.toggle_face(found, chosen, None, SimpleNamespace(index=[(x0 + x1) / 4, (y0 + y1) / 4]))
+
+    text, image = click(1, "")
+    assert text == "1" and np.any(np.all(image == CHOSEN_COLOUR, axis=2))
+    assert click(0, text)[0] == "0,1" and click(1, "0,1")[0] == "0" and click(1, "1")[0] == ""
+    assert app.toggle_face(found, "1", None, SimpleNamespace(index=[2, 250]))[0] == "1"  # no face there
+    assert parse_options(FaceOptions, faces="0,1").faces == [0, 1]
+
+
+def test_face_at_picks_the_smallest_box_under_the_point():
+    from tessera.faces.detect import Face
+    from tessera.web.app import face_at
+
+    points = np.zeros((5, 2))
+    big, small = Face((0.0, 0.0, 100.0, 100.0), 0.9, points), Face((40.0, 40.0, 60.0, 60.0), 0.9, points)
+    assert face_at([big, small], 50, 50) == 1 and face_at([big, small], 10, 10) == 0
+    assert face_at([big, small], 150, 10) is None
+
+
+def test_strength_left_empty_on_the_page_means_the_model_s_own():
+    import gradio as gr
+
+    from tessera.web.controls import option_control, option_values
+
+    with gr.Blocks():
+        control = option_control(FaceOptions, "strength")
+    assert isinstance(control, gr.Textbox) and control.value == ""
+    assert parse_options(FaceOptions, option_values(FaceOptions, {"strength": " "})).strength is None
+    assert parse_options(FaceOptions, option_values(FaceOptions, {"strength": "0.5"})).strength == 0.5
+    with pytest.raises(OptionError, match="strength"):
+        parse_options(FaceOptions, option_values(FaceOptions, {"strength": "strong"}))

@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "stitch": "tessera.tasks.inpaint",
     "enhance_faces": "tessera.tasks.faces",
     "FaceReport": "tessera.tasks.faces",
+    "stitch_faces": "tessera.tasks.faces_manifest",
     "detect_faces": "tessera.faces.detect",
     "Face": "tessera.faces.detect",
     "deblur": "tessera.filters",

@@ -593,7 +593,7 @@ def stream_inpaint(source: str | Path | np.ndarray, mask: str | Path | np.ndarra
         occupied = mask_occupancy(holes)
         if not occupied.any():
             raise InputError(f"mask {mask} is empty: no pixel above half scale, nothing to inpaint")
-        groups = plan_groups(occupied, cell=MASK_CELL, margin=opts.crop_margin, grow=opts.grow,
+        groups = plan_groups(occupied, cell=MASK_CELL, margin=opts.crop_margin, grow=opts.grow + opts.feather,
                              shape=(height, width))
         block = INPAINT_TILE
         layout = TileLayout(reader.shape, reader.dtype, block)

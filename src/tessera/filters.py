@@ -1,28 +1,35 @@
 """Optional pre- and post-filters: motion deblurring and high-frequency (ringing) suppression.
 
 Deblurring estimates a linear motion blur (direction and length) from the image itself, then deconvolves with
-that kernel (Wiener or Richardson-Lucy, from scikit-image). The estimate reads the cepstrum: the spectrum of a
-straight motion blur of length L has evenly spaced zeros across the motion, which put a strong negative peak in
-the cepstrum at distance L along it. Large images are deconvolved tile by tile with context, with one kernel.
+that kernel. The estimate reads the cepstrum: the spectrum of a straight motion blur of length L has evenly spaced
+zeros across the motion, which put a strong negative peak in the cepstrum at distance L along it. The default
+deconvolution has a hyper-Laplacian gradient prior and free borders (:mod:`tessera.sparse_deconv`): it raises both
+PSNR and sharpness where Wiener (scikit-image, kept as a choice) trades sharpness for noise and Richardson-Lucy
+doubles edges. Large images are deconvolved tile by tile with context, with one kernel and one noise level.
 
 Ringing suppression is an edge-preserving (bilateral) smoothing: it flattens the small oscillations that
 restoration networks and deconvolution leave beside edges, and keeps the edges.
 """
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import math
+import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
 import cv2
 import numpy as np
 
 from .errors import InputError, OptionError, look_up_option
 from .image import from_float, to_float
+from .options import DeblurMethodName as DeblurMethod
+from .progress import ProgressCallback, ProgressEvent
+from .sparse_deconv import balance_for_noise, deconvolve_channel, estimate_noise
 from .tiling import plan_axis
 
-DeblurMethod = Literal["wiener", "richardson-lucy"]
-DEBLUR_METHODS = ("wiener", "richardson-lucy")
+DEBLUR_METHODS: tuple[str, ...] = get_args(DeblurMethod)  # the first is the default
 
 _MIN_LENGTH = 2.0  # shorter blurs are left alone: deconvolving them only adds noise
 _ESTIMATE_SIDE = 1024  # the estimate reads a central crop of at most this size
@@ -76,18 +83,25 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return values.astype(np.float64)
 
 
+def _central_gray(image: np.ndarray) -> np.ndarray:
+    """The gray central square of at most 1024 px that the estimates read (only it is converted, never the
+    whole photo)."""
+    rows, cols = image.shape[:2]
+    side = min(rows, cols, _ESTIMATE_SIDE)
+    top, left = (rows - side) // 2, (cols - side) // 2
+    return _gray(image[top:top + side, left:left + side])
+
+
 def estimate_motion_blur(image: np.ndarray, *, max_length: int | None = None) -> MotionBlur:
     """Estimate a straight motion blur from ``image`` (HxW or HxWx3, any tessera dtype) by its cepstrum.
 
     Reads a central crop of at most 1024 px. ``max_length`` bounds the search (default: a quarter of the crop).
     Returns a zero-length blur when the image shows none.
     """
-    rows, cols = image.shape[:2]
-    side = min(rows, cols, _ESTIMATE_SIDE)
-    if side < 32:
+    if min(image.shape[:2]) < 32:
         return MotionBlur(0.0, 0.0)
-    top, left = (rows - side) // 2, (cols - side) // 2
-    crop = _gray(image[top:top + side, left:left + side])  # convert the crop only, never the whole photo
+    crop = _central_gray(image)
+    side = crop.shape[0]
     crop = crop - crop.mean()
     window = np.outer(np.hanning(side), np.hanning(side))
     spectrum = np.abs(np.fft.fft2(crop * window))
@@ -104,9 +118,26 @@ def estimate_motion_blur(image: np.ndarray, *, max_length: int | None = None) ->
     spread = np.std(cepstrum[valid])
     if not peak > _PEAK_RATIO * spread:  # no clear peak: no straight blur to undo
         return MotionBlur(0.0, 0.0)
-    dx, dy = float(xs[y, x]), float(ys[y, x])
+    dx = float(xs[y, x]) + _vertex_offset(cepstrum[y, x - 1:x + 2])
+    dy = float(ys[y, x]) + _vertex_offset(cepstrum[y - 1:y + 2, x])
     angle = math.degrees(math.atan2(-dy, dx)) % 180.0
     return MotionBlur(float(math.hypot(dx, dy)), angle)
+
+
+def _vertex_offset(values: np.ndarray) -> float:
+    """Where, within half a pixel, the parabola through three neighbouring samples peaks: the cepstral peak lies
+    between pixels, and a whole-pixel length is up to 0.7 px off on a diagonal (enough to double edges)."""
+    if values.size != 3:
+        return 0.0
+    left, centre, right = (float(v) for v in values)
+    curvature = left - 2.0 * centre + right
+    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5)) if curvature != 0 else 0.0
+
+
+def estimate_balance(image: np.ndarray) -> float:
+    """The hyper-Laplacian deconvolution's regularisation-to-data ratio for ``image`` (any tessera dtype), from
+    the noise measured on its central crop."""
+    return balance_for_noise(estimate_noise(_central_gray(image)))
 
 
 def default_balance(psf: np.ndarray) -> float:
@@ -126,25 +157,30 @@ def _deconvolve_channel(channel: np.ndarray, psf: np.ndarray, method: str, balan
     return restoration.richardson_lucy(channel, psf, num_iter=iterations, clip=False)
 
 
-def deconvolve(image: np.ndarray, psf: np.ndarray, *, method: DeblurMethod = "wiener",
+def deconvolve(image: np.ndarray, psf: np.ndarray, *, method: DeblurMethod = "hyper-laplacian",
                balance: float | None = None, iterations: int = _RL_ITERATIONS) -> np.ndarray:
     """Deconvolve ``image`` (HxW or HxWxC float in [0, 1]) by ``psf``; returns float32 clipped to [0, 1].
 
-    The image is mirrored at its borders by the kernel's size before the (circular) deconvolution, and cropped
-    back after, so the borders do not ring. ``balance``: Wiener's noise-to-signal weight (default: from the
-    kernel's length); ``iterations``: Richardson-Lucy's.
+    ``balance``: the regulariser's weight against the data (larger: smoother); by default from the image's noise
+    (hyper-Laplacian) or the kernel's length (Wiener). ``iterations``: Richardson-Lucy's. The hyper-Laplacian
+    method leaves the borders free; for Wiener and Richardson-Lucy the image is mirrored at its borders by twice
+    the kernel's size before the (circular) deconvolution, and cropped back after.
     """
     method = look_up_option(method, DEBLUR_METHODS, "deblur method")
-    try:
-        import skimage.restoration  # noqa: F401
-    except ImportError:
-        raise OptionError("deblurring needs scikit-image: pip install scikit-image") from None
-    if balance is None:
-        balance = default_balance(psf)
-    values = np.asarray(image, dtype=np.float64)
+    values = np.asarray(image, dtype=np.float32 if method == "hyper-laplacian" else np.float64)
     planar = values.ndim == 2
     if planar:
         values = values[:, :, None]
+    if method == "hyper-laplacian":
+        if balance is None:
+            balance = estimate_balance(values if values.shape[2] >= 3 else values[..., 0])
+        out = np.stack([deconvolve_channel(values[..., c], psf, balance) for c in range(values.shape[2])], axis=-1)
+        out = np.clip(out, 0.0, 1.0).astype(np.float32)
+        return out[..., 0] if planar else out
+    if importlib.util.find_spec("skimage") is None:
+        raise OptionError(f"the {method} deconvolution needs scikit-image: pip install scikit-image")
+    if balance is None:
+        balance = default_balance(psf)
     pad = psf.shape[0] * 2
     padded = np.pad(values, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
     if method == "richardson-lucy":  # RL needs positive data
@@ -155,15 +191,18 @@ def deconvolve(image: np.ndarray, psf: np.ndarray, *, method: DeblurMethod = "wi
     return out[..., 0] if planar else out
 
 
-def deblur(image: Any, *, method: DeblurMethod = "wiener", blur: MotionBlur | None = None,
+def deblur(image: Any, *, method: DeblurMethod = "hyper-laplacian", blur: MotionBlur | None = None,
            tile: int = 1024, balance: float | None = None, iterations: int = _RL_ITERATIONS,
-           runtime: Any = None) -> Any:
+           runtime: Any = None, progress: ProgressCallback | None = None) -> Any:
     """Remove a straight motion blur from ``image`` (a Picture, or HxWxC uint8/uint16/float32).
 
     ``blur``: the blur to undo; by default it is estimated from the image. The image is deconvolved in tiles of
-    ``tile`` px with context on every side, so memory stays bounded on large photos. Returns the same kind and
-    dtype; an image without a measurable blur comes back unchanged (a copy).
+    ``tile`` px with context on every side, so memory stays bounded on large photos; every tile uses the same
+    kernel and the same ``balance`` (by default measured once on the whole image's central crop). ``runtime``:
+    its cancel event is checked between tiles; ``progress`` receives a "tiles" event after each. Returns the
+    same kind and dtype; an image without a measurable blur comes back unchanged (a copy).
     """
+    method = look_up_option(method, DEBLUR_METHODS, "deblur method")
     pixels = getattr(image, "pixels", image)
     if not isinstance(pixels, np.ndarray) or pixels.ndim not in (2, 3):
         raise InputError(f"deblur needs an HxW or HxWxC array, got {getattr(pixels, 'shape', type(pixels))}")
@@ -174,20 +213,25 @@ def deblur(image: Any, *, method: DeblurMethod = "wiener", blur: MotionBlur | No
         out = pixels.copy()
     else:
         psf = motion_kernel(blur.length, blur.angle)
+        if balance is None and method == "hyper-laplacian":
+            balance = estimate_balance(pixels)
         out = np.empty_like(pixels)
         pad = psf.shape[0] * 2
         rows, cols = pixels.shape[:2]
         spans_y = plan_axis(rows, min(rows, tile + 2 * pad), pad)
         spans_x = plan_axis(cols, min(cols, tile + 2 * pad), pad)
-        for sy in spans_y:
-            for sx in spans_x:
-                if runtime is not None:
-                    runtime.check_cancelled()
-                window = to_float(pixels[sy.start:sy.stop, sx.start:sx.stop])
-                result = deconvolve(window, psf, method=method, balance=balance, iterations=iterations)
-                keep = result[sy.keep_start - sy.start:sy.keep_end - sy.start,
-                              sx.keep_start - sx.start:sx.keep_end - sx.start]
-                out[sy.keep_start:sy.keep_end, sx.keep_start:sx.keep_end] = from_float(keep, pixels.dtype)
+        total, started = len(spans_y) * len(spans_x), time.monotonic()
+        for number, (sy, sx) in enumerate(itertools.product(spans_y, spans_x), 1):
+            if runtime is not None:
+                runtime.check_cancelled()
+            window = to_float(pixels[sy.start:sy.stop, sx.start:sx.stop])
+            result = deconvolve(window, psf, method=method, balance=balance, iterations=iterations)
+            keep = result[sy.keep_start - sy.start:sy.keep_end - sy.start,
+                          sx.keep_start - sx.start:sx.keep_end - sx.start]
+            out[sy.keep_start:sy.keep_end, sx.keep_start:sx.keep_end] = from_float(keep, pixels.dtype)
+            if progress is not None:
+                elapsed = time.monotonic() - started
+                progress(ProgressEvent("tiles", number, total, elapsed, elapsed / number * (total - number)))
     return image.with_pixels(out) if hasattr(image, "with_pixels") else out
 
 

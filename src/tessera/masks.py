@@ -20,6 +20,7 @@ import numpy as np
 from .errors import InputError, OptionError
 
 COVERAGE_WARNING = 0.30  # above this fraction of the photo, inpainting quality drops (guidance of the seed tool)
+MIN_CONTEXT = 0.01       # below this fraction of the photo left outside the mask there is nothing to fill from
 
 
 class LargeMaskWarning(UserWarning):
@@ -133,18 +134,31 @@ def coverage(mask: np.ndarray) -> float:
     return float(np.count_nonzero(mask)) / max(mask.size, 1)
 
 
+def require_context(mask: np.ndarray, label: str = "mask", *, how: str = "") -> None:
+    """Refuse a mask that leaves less than MIN_CONTEXT of the photo to fill from (InputError): a fill of the
+    whole photo would invent everything or, worse, hand the input back unchanged. ``how``: what made the
+    mask this large (", grown by 8 px"), for the message."""
+    left = 1.0 - coverage(mask)
+    if left < MIN_CONTEXT:
+        kept = "no pixel" if left == 0 else f"only {left:.2%} of the photo"
+        raise InputError(f"{label}{how} leaves {kept} outside it: nothing to fill from (at least "
+                         f"{MIN_CONTEXT:.0%} must stay); mask less of the photo")
+
+
 def prepare_mask(source: Any, shape: tuple[int, int], *, grow: int = 0, resize: bool = False,
                  what: str | None = None) -> np.ndarray:
     """Load, fit, and grow a mask for a photo of ``shape`` (height, width); the grown boolean mask.
 
-    Raises :class:`~tessera.errors.InputError` when the mask is empty or of another size (without ``resize``);
-    warns (:class:`LargeMaskWarning`) when it covers more than 30 % of the photo.
+    Raises :class:`~tessera.errors.InputError` when the mask is empty, of another size (without ``resize``) or
+    covers (grown) so much that too little is left to fill from (:func:`require_context`); warns
+    (:class:`LargeMaskWarning`) when it covers more than 30 % of the photo.
     """
     label = what or (f"mask {source}" if isinstance(source, (str, PathLike)) else "mask")
     mask = fit_mask(load_mask(source, what=label), shape, resize=resize, what=label)
     if not mask.any():
         raise InputError(f"{label} is empty: no pixel above 127, nothing to inpaint")
     mask = grow_mask(mask, grow)
+    require_context(mask, label, how=f", grown by {grow} px," if grow else "")
     share = coverage(mask)
     if share > COVERAGE_WARNING:
         warnings.warn(f"{label} covers {share:.0%} of the photo (over {COVERAGE_WARNING:.0%}): the fill has "

@@ -122,7 +122,7 @@ class InpaintOptions(EngineOptions):
     crop_margin: AutoInt = Field("auto", description="context around each hole in pixels, or auto")
     max_size: AutoInt = Field("auto", description="never run the network above this many pixels per side")
     grow: int = Field(0, ge=0, le=512, description="dilate the mask by this many pixels")
-    feather: int = Field(0, ge=0, le=256, description="blend band inside the mask edge, in pixels")
+    feather: int = Field(0, ge=0, le=256, description="blend band around the (grown) mask, outside it, in pixels")
     resize_mask: bool = Field(False, description="resize a mask of another size to the photo")
     save_regions: Path | None = Field(None, description="write each crop's input, mask and result here")
 
@@ -136,6 +136,33 @@ class InpaintOptions(EngineOptions):
         return max_size
 
 
+MAX_FACE_INDICES = 10_000
+
+
+def _face_indices(value: Any) -> Any:
+    """``"0,2,5"`` (CLI, web) or a sequence of integers -> a sorted list of distinct indices; None/"" -> None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
+        if not all(part.isdigit() for part in parts):
+            raise ValueError("face indices are whole numbers separated by commas, e.g. 0,2,5")
+        value = [int(part) for part in parts]
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise ValueError("face indices are whole numbers from 0, e.g. [0, 2, 5]")
+    if len(value) > MAX_FACE_INDICES:
+        raise ValueError(f"at most {MAX_FACE_INDICES:,} face indices")
+    return sorted(set(value)) or None
+
+
+FaceIndices = Annotated[Union[list[int], None], BeforeValidator(_face_indices)]
+
+
+# The deconvolutions of tessera.filters (its DEBLUR_METHODS), the default first.
+DeblurMethodName = Literal["hyper-laplacian", "wiener", "richardson-lucy"]
+
+
 class FaceOptions(EngineOptions):
     """`tessera enhance`: detect, align, restore and paste back faces."""
 
@@ -144,7 +171,9 @@ class FaceOptions(EngineOptions):
     upscale: float = Field(1.0, ge=1, le=8, description="output scale of the whole photo")
     background: str = Field("auto", description="auto (none at --upscale 1, else lanczos), none, lanczos, or an "
                                                 "upscaling model name or path for the background")
-    strength: float = Field(1.0, ge=0, le=1, description="blend of the restored face with the original")
+    strength: float | None = Field(None, ge=0, le=1, description="blend of the restored face with the original; "
+                                                                 "default: the model's own (0.8 for gpen-bfr-2048, "
+                                                                 "as GPEN runs it), else 1")
     fidelity: float = Field(0.5, ge=0, le=1, description="CodeFormer fidelity weight (0: quality, 1: fidelity)")
     face_batch: PositiveAutoInt = Field("auto", description="faces per batch, or auto")
     min_face: int = Field(16, ge=4, description="ignore faces smaller than this many pixels")
@@ -152,17 +181,58 @@ class FaceOptions(EngineOptions):
     detector: Literal["auto", "yunet", "cascade"] = Field(
         "auto", description="auto: YuNet (yuface) if installed, else scikit-image's LBP cascade")
     detect_tiles: Literal["auto", "always", "never"] = Field(
-        "auto", description="search full-resolution tiles too: auto (when faces are small or none are found)")
-    save_faces: Path | None = Field(None, description="write the aligned face crops here")
+        "auto", description="finer passes: auto (only where small faces were found), always (full resolution)")
+    aligned: bool = Field(False, description="the input is one aligned face crop (as GPEN's and GFPGAN's "
+                                             "--aligned): no detection, the whole image is restored")
+    only_center_face: bool = Field(False, description="restore only the face nearest the photo's centre")
+    only_largest_face: bool = Field(False, description="restore only the largest face")
+    faces: FaceIndices = Field(None, description="restore only these faces, by index (e.g. 0,2,5: largest first, "
+                                                 "as --list-faces prints them)")
+    save_faces: Path | None = Field(None, description="write each face's aligned crop, its restored crop and a "
+                                                      "manifest.json here (put edited faces back with "
+                                                      "`tessera enhance-stitch`)")
     deblur: bool = Field(False, description="estimate and remove motion blur first")
-    deblur_method: Literal["wiener", "richardson-lucy"] = Field("wiener", description="deconvolution for --deblur")
+    deblur_method: DeblurMethodName = Field("hyper-laplacian", description="deconvolution for --deblur")
     suppress_hf: bool = Field(False, description="smooth ringing in the result")
+    parse_mask: Literal["auto", "parsenet", "box"] = Field(
+        "auto", description="paste mask: parsenet (facexlib's face parsing, `tessera models pull parsenet`), box "
+                            "(soft square), or auto: parsenet if downloaded, else box")
 
     @model_validator(mode="after")
     def _background_fits_the_scale(self) -> FaceOptions:
         if self.background.strip().lower() == "none" and self.upscale != 1:
             raise ValueError(f"background 'none' keeps the photo's size, but upscale is {self.upscale:g}: "
                              f"choose background lanczos or an upscaling model")
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_choose_faces(self) -> FaceOptions:
+        chosen = [name for name in ("only_center_face", "only_largest_face", "faces") if getattr(self, name)]
+        if len(chosen) > 1:
+            raise ValueError(f"options {' and '.join(chosen)} both choose faces: give one of them")
+        if self.aligned and chosen:
+            raise ValueError(f"option {chosen[0]} chooses among detected faces, but an aligned input is one face "
+                             f"and nothing is detected")
+        return self
+
+
+class DeblurOptions(Options):
+    """`tessera deblur`: remove a straight motion blur from the whole photo, tile by tile."""
+
+    method: DeblurMethodName = Field("hyper-laplacian", description="deconvolution: hyper-laplacian (sharpens, "
+                                                                    "free borders), wiener (soft) or richardson-lucy")
+    length: float | None = Field(None, ge=2, le=512, description="blur length in pixels (with --angle); default: "
+                                                                 "estimated from the photo")
+    angle: float | None = Field(None, ge=-360, le=360, description="blur direction in degrees, 0 = horizontal, "
+                                                                   "counter-clockwise (with --length)")
+    tile: int = Field(1024, ge=64, le=8192, description="tile side in pixels (memory grows with it)")
+
+    @model_validator(mode="after")
+    def _length_and_angle_together(self) -> DeblurOptions:
+        if (self.length is None) != (self.angle is None):
+            given, missing = ("length", "angle") if self.angle is None else ("angle", "length")
+            raise ValueError(f"option {given} gives the blur only with option {missing}: give both, or neither "
+                             f"to estimate the blur")
         return self
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from ..errors import TesseraError
+from .display import progress_display
 
 # Command modules, in the order `tessera --help` lists them.
-COMMANDS = ["inpaint", "enhance", "upscale", "batch", "resize", "serve", "clean", "models"]
+COMMANDS = ["inpaint", "enhance", "upscale", "deblur", "batch", "resize", "serve", "clean", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +186,29 @@ def write_output(picture: Any, args: argparse.Namespace) -> Path:
 
     return save_image(picture, args.output, quality=args.quality, overwrite_input=args.overwrite)
 
+
+def copy_input_unchanged(args: argparse.Namespace) -> Path | None:
+    """The input's own bytes as ``args.output`` when both have one format (no re-encoding); None otherwise.
+
+    For a command that found nothing to change. Refuses to replace the input unless --overwrite."""
+    import os
+
+    from ..errors import OutputError
+    from ..image import copy_atomically
+
+    aliases = {".jpeg": ".jpg", ".tif": ".tiff"}
+    source, target = Path(args.input), Path(args.output)
+    suffixes = [aliases.get(path.suffix.lower(), path.suffix.lower()) for path in (source, target)]
+    if suffixes[0] != suffixes[1]:
+        return None
+    if target.exists() and os.path.samefile(source, target):
+        if not args.overwrite:
+            raise OutputError(f"{target}: the output would replace the input (add --overwrite)")
+        return target
+    copy_atomically(source, target)
+    return target
+
+
 def add_task_arguments(parser: argparse.ArgumentParser, schema: type, title: str) -> None:
     """What every image task takes: INPUT, -o OUTPUT, --model-dir, --quiet, and the flags of its option schema."""
     add_input_arguments(parser)
@@ -236,7 +260,7 @@ def run_task(args: argparse.Namespace, task: Any, schema: type, **extra: Any) ->
 
     The command has called :func:`check_before_work` first."""
     picture = read_input(args)
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    bar = progress_display(args.quiet)
     reports: list = []
     try:
         result = task(picture, progress=bar, model_dir=args.model_dir, report=reports,
@@ -245,34 +269,3 @@ def run_task(args: argparse.Namespace, task: Any, schema: type, **extra: Any) ->
         bar.close()
     return result, reports[0]
 
-# ----------------------------------------------------------------------------------------------- progress
-
-
-class ProgressBar:
-    """Shows the engine's progress events with tqdm, one bar per stage, on stderr."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self._bars: dict[str, Any] = {}
-
-    def __call__(self, event: Any) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        bar = self._bars.get(event.stage)
-        if bar is None or bar.total != event.total and event.done == 0:
-            if bar is not None:
-                bar.close()
-            bar = self._bars[event.stage] = tqdm(total=event.total, desc=event.stage, unit=event.stage.rstrip("s"),
-                                                 leave=False, file=sys.stderr, dynamic_ncols=True)
-        bar.total = event.total
-        bar.n = event.done
-        if event.message:
-            bar.set_postfix_str(event.message, refresh=False)
-        bar.refresh()
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-        self._bars.clear()

@@ -7,10 +7,10 @@ some failed (the report and the summary name them).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from . import ProgressBar, add_options, options_from_args, say
+from . import add_options, options_from_args, say
+from .display import progress_display
 
 # Options of the single-image commands that make no sense for a folder (they name one output file or folder).
 _PER_IMAGE_OPTIONS = ("save_regions", "save_faces")
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import run_batch, task_schema
     from ..progress import ProgressEvent
 
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    bar = progress_display(args.quiet)
 
     def on_outcome(outcome, finished: int, total: int) -> None:
         bar(ProgressEvent("images", finished, total, 0.0, None, outcome.file))

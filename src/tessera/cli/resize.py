@@ -6,10 +6,10 @@ each file atomically (in place unless ``-o`` names another folder). Exit code 1 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from . import ProgressBar, say
+from . import say
+from .display import progress_display
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     check_quality(args.quality)  # --max-side is checked by resize_files before it touches a file
     if args.output is not None:
         check_output_folder(args.output)
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    bar = progress_display(args.quiet)
     count = [0]
 
     def on_outcome(outcome) -> None:

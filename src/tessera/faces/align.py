@@ -133,13 +133,18 @@ def alignment_matrix(landmarks: np.ndarray, template: str, size: int) -> np.ndar
     return estimate_similarity(landmarks, face_template(template, size))
 
 
+def native_square_size(side: float) -> int:
+    """The crop size for a whole image of ``side`` px (an aligned input) run by a method of any size: ``side``
+    rounded up to a multiple of 16, kept within 64..2048 px, as :func:`native_crop_size`."""
+    size = int(np.ceil(side / _NATIVE_ALIGN - 1e-6) * _NATIVE_ALIGN)
+    return int(min(max(size, _NATIVE_MIN), _NATIVE_MAX))
+
+
 def native_crop_size(landmarks: np.ndarray, template: str, scale: float = 1.0) -> int:
     """The crop size at which the aligned face keeps its own resolution (times ``scale``), rounded up to a
     multiple of 16 and kept within 64..2048 px: for methods that work at any size."""
     unit = matrix_scale(alignment_matrix(landmarks, template, 512)) / 512.0
-    size = scale / max(unit, 1e-9)
-    size = int(np.ceil(size / _NATIVE_ALIGN - 1e-6) * _NATIVE_ALIGN)
-    return int(min(max(size, _NATIVE_MIN), _NATIVE_MAX))
+    return native_square_size(scale / max(unit, 1e-9))
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, template: str, size: int) -> AlignedFace:

@@ -52,6 +52,8 @@ class CatalogEntry:
     ``tile_pad`` is the context ``--tile-pad auto`` uses for a network that is not local in practice (measured
     once with the real weights, where tiles stay within 1 uint8 level of the untiled network: see
     bench/real_models.py; feathering did not lower it there).
+    ``face_strength`` is a face network's default blend of restored and original face, used when the user sets
+    no ``--strength`` (GPEN's authors run GPEN-BFR-2048 with ``--alpha 0.8``).
     """
 
     name: str
@@ -74,6 +76,7 @@ class CatalogEntry:
     notes: str = ""
     bundled: Bundled | None = None
     tile_pad: int | None = None
+    face_strength: float | None = None
 
     @property
     def download_name(self) -> str:
@@ -266,9 +269,9 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         name="gpen-bfr-2048", filename="GPEN-BFR-2048.pt", urls=(f"{_MODELSCOPE_GPEN_HIRES}/pytorch_model-2048.pt",),
         architecture="GPEN", task="face", license=_GPEN_LICENSE,
-        input_range=(-1.0, 1.0), face_size=2048, face_template="gpen",
+        input_range=(-1.0, 1.0), face_size=2048, face_template="gpen", face_strength=0.8,
         notes="ModelScope damo/cv_gpen_image-portrait-enhancement-hires pytorch_model-2048.pt; cm 2, narrow 1; "
-              "GPEN runs it with alpha 0.8",
+              "GPEN runs it with alpha 0.8 (run.sh), the default --strength here",
     ),
     # ------------------------------------------------------------------ face helpers (not image-to-image)
     CatalogEntry(
@@ -288,7 +291,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
         urls=("https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",),
         sha256="3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2",
         architecture="ParseNet", task="face", license="MIT", auxiliary=True,
-        notes="face parsing for paste-back masks",
+        notes="face parsing for paste-back masks (enhance --parse-mask auto|parsenet); 19 classes at 512 px; "
+              "loads as a 'parse' model (tessera.faces.parsenet)",
     ),
 )
 

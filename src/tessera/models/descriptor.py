@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 from spandrel import ModelTiling, SizeRequirements
 
-Task = Literal["upscale", "restore", "inpaint", "face"]
+Task = Literal["upscale", "restore", "inpaint", "face", "parse"]  # parse: face parsing (paste-back masks)
 Precision = Literal["fp32", "fp16", "bf16"]
 
 PRECISION_DTYPES: dict[str, torch.dtype] = {

@@ -40,8 +40,11 @@ from .unpickler import UnsafeWeightsError
 
 _PURPOSE_TASKS = {"SR": "upscale", "Restoration": "restore", "Inpainting": "inpaint", "FaceSR": "face"}
 
-# The generator of LaMa's original PyTorch Lightning checkpoint, next to its discriminator and loss weights.
-_LIGHTNING_LAMA_KEY = "generator.model.1.bn_l.running_mean"
+# Where LaMa's authors' code puts the generator: in the Lightning module's state dict (``best.ckpt``) as
+# ``generator.``, next to its discriminator and loss weights, and once more wrapped by ``bin/to_jit.py`` (its
+# JITWrapper holds the Lightning module as ``.model``) as ``model.generator.``. spandrel's LaMa calls it ``model.``.
+_LAMA_GENERATOR_PREFIXES = ("generator.", "model.generator.")
+_LAMA_GENERATOR_PROBE = "model.1.bn_l.running_mean"  # the first FFC block, present in every LaMa generator
 
 
 # ---------------------------------------------------------------------------------------------------- registry
@@ -176,6 +179,8 @@ def from_descriptor(descriptor: ModelBase[Any], *, name: str | None = None, sour
         face_template = entry.face_template or face_template
         if entry.notes:
             extra["notes"] = entry.notes
+        if entry.face_strength is not None:
+            extra["face_strength"] = entry.face_strength
         context = entry.tile_pad
     return Model(
         network=descriptor.model,
@@ -240,14 +245,16 @@ def _read_file(path: Path, max_bytes: int | str | None) -> Any:
 
 
 def _canonical_state_dict(content: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Unwrap the weights spandrel-style and bring LaMa's Lightning generator keys to spandrel's names."""
+    """Unwrap the weights spandrel-style and bring the keys of LaMa's generator, as its authors' Lightning
+    checkpoint and to_jit wrapper name them, to spandrel's names."""
     if not isinstance(content, Mapping):
         raise ModelError(f"{path}: holds a {type(content).__name__}, not a state dict of weights")
     state = canonicalize_state_dict(dict(content))
-    if _LIGHTNING_LAMA_KEY in state:
-        # keep the generator only (no discriminator, no loss networks); spandrel's LaMa names it "model."
-        state = {"model." + key[len("generator."):]: value
-                 for key, value in state.items() if key.startswith("generator.")}
+    lama_prefix = next((prefix for prefix in _LAMA_GENERATOR_PREFIXES if prefix + _LAMA_GENERATOR_PROBE in state),
+                       None)
+    if lama_prefix is not None:  # keep the generator only (no discriminator, no loss networks)
+        state = {"model." + key[len(lama_prefix):]: value
+                 for key, value in state.items() if key.startswith(lama_prefix)}
     tensors = {str(key): value for key, value in state.items() if isinstance(value, torch.Tensor)}
     if not tensors:
         raise ModelError(f"{path}: contains no weight tensors")
@@ -338,6 +345,11 @@ def load_file(path: str | os.PathLike[str], *, entry: CatalogEntry | None = None
         state, resize = _ncnn_state(path)
     else:
         state, resize = read_state_dict(path), _declared_resize(path)
+    from ..faces.parsenet import is_parsenet_state, load_parsenet, parsing_model
+
+    if is_parsenet_state(state):  # facexlib's face parser: a paste-back helper, not an image-to-image network
+        return parsing_model(load_parsenet(state, str(path)), name=entry.name if entry else path.stem,
+                             source=str(path), license=entry.license if entry else None)
     registry = registry or build_registry()
     try:
         descriptor = registry.load(state)
@@ -378,7 +390,7 @@ def resolve_model_file(name_or_path: str | os.PathLike[str],
         raise ModelError(f"{path} is a folder, not a weight file")
     entry = find_entry(text)
     if entry is not None:
-        if entry.auxiliary:
+        if entry.auxiliary and entry.architecture != "ParseNet":  # ParseNet loads as a parsing Model
             raise ModelError(f"{entry.name} is a {entry.architecture} helper file, not an image model")
         cached = model_path(entry, model_dir)
         if entry.bundled is not None:  # converted from its package on first use (a no-op once done)

@@ -5,8 +5,10 @@ checkpoints are pickles. :class:`RestrictedUnpickler` resolves every name a pick
 callables written here or known to build only data (containers, numbers, strings, numpy arrays of bounded size),
 and turns classes of metadata-only packages (omegaconf, Lightning, argparse, typing, pathlib) and TorchScript's
 ``__torch__`` module classes into inert stand-ins that record their arguments and run nothing. Any other name is
-refused. It is built on Python's own pure-Python unpickler so that no opcode can make it allocate beyond what the
-pickle holds (the C unpickler grows its memo table to any index a pickle names).
+refused. Protocols 0-2 (``torch.save`` writes protocol 2) may spell names the Python 2 way (``__builtin__.long``,
+``copy_reg``): those are looked up under the Python 3 names Python's own unpickler would use. It is built on
+Python's own pure-Python unpickler so that no opcode can make it allocate beyond what the pickle holds (the C
+unpickler grows its memo table to any index a pickle names).
 
 Tensors never come from torch's own rebuild functions: the archive reader (:mod:`tessera.models.torchfile`) hands
 out :class:`StorageRef` objects for the storages a pickle references, and :func:`rebuild_tensor` checks that every
@@ -14,6 +16,7 @@ view lies inside its storage before making it, because ``Tensor.set_`` silently 
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import copyreg
 import io
@@ -289,9 +292,16 @@ _GLOBALS: dict[tuple[str, str], Any] = {
         "build_intlist", "build_doublelist", "build_boollist", "build_tensorlist", "restore_type_tag")},
 }
 
-# Python 2 spellings (protocols 0-2 written by Python 2 or for it) of modules in the table.
-_MODULE_ALIASES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 _NAME_ALIASES = {("typing", "OrderedDict"): ("collections", "OrderedDict")}
+
+
+def _python3_spelling(module: str, name: str) -> tuple[str, str]:
+    """The Python 3 name of a global as a protocol 0-2 pickle spells it for Python 2 (``__builtin__.long`` is
+    ``builtins.int``, ``copy_reg`` is ``copyreg``): Python's own ``_compat_pickle`` tables, the ones its unpickler
+    applies to such pickles. Only the lookup changes: what the new name is, is still decided by ``_GLOBALS``."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def _is_plain_constant(name: str) -> bool:
@@ -313,17 +323,19 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: see 
         self._stand_ins: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        module, name = _NAME_ALIASES.get((module, name), (module, name))
-        key = (_MODULE_ALIASES.get(module, module), name)
-        if key in _GLOBALS:
-            return _GLOBALS[key]
+        asked = (module, name)
+        module, name = _NAME_ALIASES.get(asked, asked)
+        if self.proto < 3:  # protocols 0-2 may use Python 2 names (torch.save writes protocol 2)
+            module, name = _python3_spelling(module, name)
+        if (module, name) in _GLOBALS:
+            return _GLOBALS[(module, name)]
         if module == "torch" and _is_plain_constant(name):
             return getattr(torch, name)
         if module == "numpy.dtypes" and name.endswith("DType") and name.isidentifier():
-            return getattr(np.dtypes, name, None) or self._refuse(module, name)
+            return getattr(np.dtypes, name, None) or self._refuse(*asked)
         if module.split(".")[0] in _INERT_PACKAGES:
             return self._stand_in(module, name)
-        return self._refuse(module, name)
+        return self._refuse(*asked)
 
     @staticmethod
     def _refuse(module: str, name: str) -> Any:

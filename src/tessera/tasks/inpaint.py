@@ -1,9 +1,10 @@
 """Inpainting at a cost that follows the mask: LaMa (or any inpainting network) and weight-free methods.
 
-The flow: prepare the mask (load, fit, grow; :mod:`tessera.masks`), plan one crop per group of holes
-(:mod:`.inpaint_plan`), run the crops through the model in batches of one shape (:func:`tessera.engine.run_model`),
-and paste each result back into its own holes only (:mod:`.inpaint_paste`). A 40-MP photo with a few marks
-costs about what the marks' crops cost, and every pixel outside the grown mask is the input's, bit for bit.
+The flow: prepare the mask (load, fit, grow; :mod:`tessera.masks`; add the feather band), plan one crop per group
+of holes, long thin ones split into full-resolution pieces (:mod:`.inpaint_plan`), run the crops through the model
+in batches of one shape and phase (:func:`tessera.engine.run_model`), and paste each result back into its own
+holes only (:mod:`.inpaint_paste`). A 40-MP photo with a few marks costs about what the marks' crops cost, and
+every pixel outside the grown mask (and its feather band) is the input's, bit for bit.
 
 ``stitch`` puts the region files written by ``save_regions`` back, after a user has fixed some by hand.
 """
@@ -20,22 +21,24 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..engine import ProgressCallback, ProgressEvent, Runtime, fits, run_model
+from ..engine import ProgressCallback, ProgressEvent, Runtime, fits, measure_memory, run_model
 from ..errors import OptionError
 from ..image import from_float, to_float
-from ..masks import coverage, prepare_mask
-from ..models.classical.inpaint import WEIGHT_FREE_INPAINT
+from ..masks import coverage, prepare_mask, require_context
+from ..models.classical.inpaint import WEIGHT_FREE_INPAINT, patchmatch_available
 from ..models.descriptor import Model
 from ..options import InpaintOptions, parse_options
 from .common import deliver, open_picture
-from .inpaint_paste import (Manifest, RegionWriter, check_photo, check_region_files, paste_region, read_manifest,
-                            stitch_pixels, to_gray)
+from .inpaint_paste import (Manifest, RegionWriter, check_photo, check_region_files, feather_band, feather_weights,
+                            paste_region, read_manifest, stitch_pixels, to_gray)
 from .inpaint_plan import QUANTUM, Region, Sizing, plan_regions
 
 LAMA = "big-lama"                 # catalog name of the network `--model auto` uses when it is cached
-DEFAULT_WEIGHT_FREE = "telea"     # best mean PSNR and SSIM in the holes: bench/inpaint_quality.py
+DEFAULT_WEIGHT_FREE = "patchmatch"  # keeps texture at a small PSNR cost (bench/inpaint_quality.py); needs the extra
+FALLBACK_WEIGHT_FREE = "telea"    # best mean PSNR, blurs: the default when patchmatch-cython is not installed
 CHUNK_PIXELS = 16 << 20           # network input pixels prepared at once (host memory stays bounded)
 CHUNK_REGIONS = 32
+STEP_PIXELS = 1 << 20             # a region this large (input pixels) alone in its batch reports its steps
 
 
 @dataclass
@@ -54,7 +57,8 @@ class InpaintReport:
 
     def describe(self) -> str:
         scaled = sum(r.downscaled for r in self.regions)
-        detail = f", {scaled} downscaled" if scaled else ""
+        pieces = sum(r.phase > 0 for r in self.regions)
+        detail = (f", {scaled} downscaled" if scaled else "") + (f", {pieces} pieces of thin holes" if pieces else "")
         return (f"{len(self.regions)} region(s){detail} with {self.model} ({self.strategy}) on {self.device} "
                 f"{self.precision}; mask covers {self.coverage:.2%}")
 
@@ -78,9 +82,10 @@ def resolve_inpaint_model(model: Any, model_dir: str | None = None) -> tuple[Mod
 
             path = model_path(get_entry(LAMA), model_dir)
             if not path.is_file():
-                notice = (f"LaMa weights are not in the cache ({path}): used the weight-free {DEFAULT_WEIGHT_FREE} "
-                          f"method; for LaMa run `tessera models pull {LAMA}`")
-                return WEIGHT_FREE_INPAINT[DEFAULT_WEIGHT_FREE](), notice
+                method, why = default_weight_free()
+                notice = (f"LaMa weights are not in the cache ({path}): used the weight-free {method} "
+                          f"method{why}; for LaMa run `tessera models pull {LAMA}`")
+                return WEIGHT_FREE_INPAINT[method](), notice
             model = LAMA
         from ..models.loader import load_model
 
@@ -92,6 +97,14 @@ def resolve_inpaint_model(model: Any, model_dir: str | None = None) -> tuple[Mod
     if network.task != "inpaint":
         raise OptionError(f"model {network.name} is a {network.task} model, not an inpainting one")
     return network, notice
+
+
+def default_weight_free() -> tuple[str, str]:
+    """The weight-free method ``auto`` falls back to, and why it is not the usual one ("" when it is)."""
+    if DEFAULT_WEIGHT_FREE != "patchmatch" or patchmatch_available():
+        return DEFAULT_WEIGHT_FREE, ""
+    return FALLBACK_WEIGHT_FREE, (" (patchmatch-cython, which keeps texture better, is not installed: "
+                                  "pip install 'tessera[inpaint]')")
 
 
 def is_weight_free(model: Model) -> bool:
@@ -107,16 +120,31 @@ def sizing_for(model: Model, runtime: Runtime, max_size: int | None) -> Sizing:
     multiple = max(1, model.size_requirements.multiple_of)
     quantum = QUANTUM * multiple // math.gcd(QUANTUM, multiple)
     return Sizing(quantum=quantum, pow2=fft and runtime.precision in ("fp16", "bf16"), max_size=max_size,
-                  fits=lambda height, width: fits(model, height, width, runtime))
+                  fits=lambda height, width: fits(model, height, width, runtime),
+                  estimate=lambda height, width: measure_memory(model, runtime).bytes_for(height, width),
+                  budget=runtime.budget)
 
 
 # ---------------------------------------------------------------------------------------------- running
 
 
-def region_input(pixels: np.ndarray, mask: np.ndarray, region: Region) -> tuple[np.ndarray, np.ndarray]:
-    """The network's input for ``region``: float32 crop and 0/1 mask, downscaled and padded as planned."""
-    crop = to_float(pixels[region.crop.slices])
+def region_input(pixels: np.ndarray, mask: np.ndarray, region: Region,
+                 canvas: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The network's input for ``region``: float32 crop and 0/1 mask, downscaled and padded as planned.
+
+    The region's ``known`` boxes (filled by regions of earlier phases) are read from ``canvas``, the output so
+    far, as known pixels; every other hole pixel keeps the input's value, so the input does not depend on the
+    order of the regions within a phase. Without a canvas the known boxes stay holes.
+    """
+    source = pixels[region.crop.slices]
     hole = mask[region.crop.slices]
+    if region.known and canvas is not None:
+        source, hole = source.copy(), hole.copy()
+        for box in region.known:
+            local = box.relative_to(region.crop).slices
+            source[local] = canvas[box.slices]
+            hole[local] = False
+    crop = to_float(source)
     if region.downscaled:
         height, width = region.run_shape
         crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
@@ -142,16 +170,21 @@ def _input_shape(region: Region) -> tuple[int, int]:
     return region.pad_to or region.run_shape
 
 
+def _batch_key(region: Region) -> tuple[int, tuple[int, int]]:
+    return region.phase, _input_shape(region)
+
+
 def _chunks(regions: Sequence[Region]) -> Iterator[list[int]]:
-    """Region indices in runs of one input shape, each run bounded in count and pixels."""
-    order = sorted(range(len(regions)), key=lambda i: _input_shape(regions[i]))
+    """Region indices in runs of one phase and input shape, phases in order, each run bounded in count and
+    pixels."""
+    order = sorted(range(len(regions)), key=lambda i: _batch_key(regions[i]))
     chunk: list[int] = []
     pixels = 0
     for index in order:
         shape = _input_shape(regions[index])
         size = shape[0] * shape[1]
         if chunk and (len(chunk) >= CHUNK_REGIONS or pixels + size > CHUNK_PIXELS
-                      or _input_shape(regions[chunk[0]]) != shape):
+                      or _batch_key(regions[chunk[0]]) != _batch_key(regions[index])):
             yield chunk
             chunk, pixels = [], 0
         chunk.append(index)
@@ -175,19 +208,55 @@ def _progress_offset(runtime: Runtime, offset: int, total: int) -> Runtime:
 
 
 def run_regions(model: Model, pixels: np.ndarray, mask: np.ndarray, regions: Sequence[Region], runtime: Runtime,
-                *, batch: int | str = "auto") -> Iterator[tuple[Region, np.ndarray]]:
-    """Run every region through ``model`` (same shapes batched); yields each region with its float32 result
-    at crop size, as soon as its batch is back."""
+                *, batch: int | str = "auto", canvas: np.ndarray | None = None
+                ) -> Iterator[tuple[Region, np.ndarray]]:
+    """Run every region through ``model`` (same phase and shape batched, phases in order); yields each region
+    with its float32 result at crop size, as soon as its batch is back.
+
+    ``canvas``: the output being pasted into as results are yielded; later phases read their ``known`` boxes
+    from it (a batch is prepared only after the caller has handled every earlier result). A region alone in
+    its batch and of at least STEP_PIXELS reports its steps (stage ``"steps"``: input, model, paste), so
+    that the progress of one big region moves.
+    """
     done = 0
     for chunk in _chunks(regions):
         runtime.check_cancelled()
-        prepared = [region_input(pixels, mask, regions[i]) for i in chunk]
+        steps = _Steps(runtime, regions[chunk[0]], model.name) if len(chunk) == 1 else None
+        prepared = [region_input(pixels, mask, regions[i], canvas) for i in chunk]
+        if steps:
+            steps.report(1)
         outputs = run_model(model, [p[0] for p in prepared], _progress_offset(runtime, done, len(regions)),
                             masks=[p[1] for p in prepared], batch=batch, stage="regions")
         del prepared
+        if steps:
+            steps.report(2)
         for index, output in zip(chunk, outputs):
             yield regions[index], region_output(output, regions[index])
+        if steps:
+            steps.report(3)  # the caller has pasted the result when the generator resumes
         done += len(chunk)
+
+
+class _Steps:
+    """Progress inside one big region: 0/3 preparing its input, 1/3 running the model, 2/3 pasting, 3/3 done."""
+
+    NAMES = ("preparing the input", "running {model}", "pasting the result", "done")
+
+    def __init__(self, runtime: Runtime, region: Region, model: str):
+        height, width = _input_shape(region)
+        self.runtime, self.model = runtime, model
+        self.active = height * width >= STEP_PIXELS
+        self.what = f"{region.crop.width}x{region.crop.height} region" + (
+            f" run at {width}x{height}" if region.downscaled or region.pad_to else "")
+        self.report(0)
+
+    def __bool__(self) -> bool:
+        return self.active
+
+    def report(self, step: int) -> None:
+        if self.active:
+            name = self.NAMES[step].format(model=self.model)
+            self.runtime.report("steps", step, 3, f"{self.what}: {name}")
 
 
 # ---------------------------------------------------------------------------------------------- API
@@ -204,32 +273,38 @@ def inpaint(image: Any, mask: Any, *, model: str | Model | Any = "auto", progres
     ``patchmatch``, ``telea``, or a loaded model. Options (validated by :class:`~tessera.options.InpaintOptions`):
     ``strategy`` (auto, crop, resize, full), ``crop_margin``, ``max_size``, ``grow``, ``feather``,
     ``resize_mask``, ``save_regions`` and the engine's ``device``, ``precision``, ``max_memory``, ``tile_batch``.
-    Pixels outside the grown mask, alpha and metadata are returned unchanged. ``report``: a list that receives
-    an :class:`InpaintReport`.
+    ``feather`` N blends the fill into a band of N px around the grown mask (the mask itself is replaced whole).
+    Pixels outside the grown mask and that band, alpha and metadata are returned unchanged. A mask that leaves
+    too little of the photo to fill from is an InputError. ``report``: a list that receives an
+    :class:`InpaintReport`.
     """
     opts = parse_options(InpaintOptions, model=model if isinstance(model, str) else "auto", **options)
     max_size = None if opts.max_size == "auto" else int(opts.max_size)  # the schema checked MIN_RUN_SIDE
     picture, kind = open_picture(image)
     pixels = picture.pixels
     grown = prepare_mask(mask, pixels.shape[:2], grow=opts.grow, resize=opts.resize_mask)
+    filled = feather_band(grown, opts.feather)  # what the model fills: the grown mask and the feather band
+    if opts.feather:
+        require_context(filled, how=f" with its {opts.feather} px feather band")
     network, notice = resolve_inpaint_model(model, model_dir)
     runtime = Runtime.create(opts.device, opts.precision, opts.max_memory, model=network,
                              progress=progress, cancel=cancel)
-    regions = plan_regions(grown, strategy=opts.strategy, margin=opts.crop_margin,
+    regions = plan_regions(filled, strategy=opts.strategy, margin=opts.crop_margin,
                            sizing=sizing_for(network, runtime, max_size))
     writer = None
     if opts.save_regions is not None:
         writer = RegionWriter(opts.save_regions, photo=picture, feather=opts.feather, strategy=opts.strategy,
                               model=network.name)
     out = pixels.copy()
-    for region, result in run_regions(network, pixels, grown, regions, runtime, batch=opts.tile_batch):
+    for region, result in run_regions(network, pixels, filled, regions, runtime, batch=opts.tile_batch,
+                                      canvas=out):
         if picture.gray:
             result = to_gray(result)
         result = from_float(result, out.dtype)
-        paste = region.paste_mask(grown)
-        paste_region(out, pixels, region.crop, paste, result, opts.feather)
+        paste = region.paste_mask(filled)
+        paste_region(out, pixels, region.crop, paste, result, feather_weights(grown, region.crop, opts.feather))
         if writer is not None:
-            writer.add(region, pixels[region.crop.slices], paste, result)
+            writer.add(region, pixels[region.crop.slices], paste, result, core=grown[region.crop.slices])
     manifest = writer.finish() if writer is not None else None
     if report is not None:
         report.append(InpaintReport(

@@ -1,11 +1,14 @@
 """Paste-back of inpainted crops, and the region files a user can fix by hand (``--save-regions`` / ``stitch``).
 
 Only pixels inside a region's paste mask (its own holes of the grown mask) are written; every other pixel of the
-output is the input's, bit for bit. With ``feather`` > 0 the new content is blended with the original over a
-band of that many pixels inside the mask edge (raised cosine of the distance to the nearest unmasked pixel).
+output is the input's, bit for bit. With ``feather`` > 0 the paste mask also holds a band of that many pixels
+around the grown mask (:func:`feather_band`), which the network fills too: the grown mask takes the new
+content whole (no edge of a removed object survives), the band blends it into the original with a weight that
+falls with the distance from the grown mask (:func:`feather_weights`); beyond the band nothing changes.
 
 A result is first rounded to the photo's dtype, then blended: so ``stitch`` of the saved, unedited results
-gives exactly the image ``inpaint`` wrote.
+gives exactly the image ``inpaint`` wrote. A saved paste mask is 255 on grown-mask pixels and
+:data:`BAND_VALUE` on band pixels, so ``stitch`` recovers the grown mask, and the same weights, from the files.
 
 A manifest may come from anyone (a folder shared or downloaded), so :func:`read_manifest` checks all of it
 before a pixel is read: its types, at most :data:`MAX_REGIONS` regions, every crop inside the photo, every
@@ -15,63 +18,63 @@ crop's size. Each failure is one :class:`~tessera.errors.InputError` line.
 """
 from __future__ import annotations
 
-import json
 import os
-import stat
 from dataclasses import dataclass
-from pathlib import Path, PurePath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..image import from_float, to_float, write_atomically
+from ..image import from_float, to_float
+from ..masks import grow_mask
 from .inpaint_plan import Box, Region
+from .manifest_checks import (DTYPES, MAX_SIDE, folder_file, int_field, load_pixels, read_json, shown,
+                              whole_number, write_json)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2                 # 2: the feather band lies outside the grown mask (1: inside it)
+BAND_VALUE = 160                     # saved paste masks: feather band pixels (grown-mask pixels are 255)
+CORE_THRESHOLD = 208                 # a saved mask value at least this is a grown-mask pixel, above 127 pasted
 MAX_REGIONS = 10_000                 # regions a manifest may list (an inpaint with more cannot save them)
-MAX_MANIFEST_BYTES = 16 << 20        # a manifest of MAX_REGIONS regions takes about 3 MB
-_MAX_SIDE = 2**31 - 1
-_DTYPES = ("uint8", "uint16", "float32")
 
 
-def feather_weights(paste: np.ndarray, feather: int, crop: Box, photo_shape: tuple[int, int]) -> np.ndarray | None:
-    """Blend weights (float32, 0..1) of the new content over ``paste`` (crop coordinates), or None for a hard paste.
+def feather_band(core: np.ndarray, feather: int) -> np.ndarray:
+    """The pixels a fill with ``feather`` replaces: the mask ``core`` and the band of ``feather`` px around it.
 
-    The distance runs to the nearest unmasked pixel of the photo: across a crop edge inside the photo the
-    neighbour is known (unmasked), across the photo border there is none.
+    The network fills the band too, so that there is new content to blend with the original there."""
+    return grow_mask(core, feather) if feather > 0 else core
+
+
+def feather_weights(core: np.ndarray, crop: Box, feather: int) -> np.ndarray | None:
+    """Blend weights (float32, 0..1) of the new content over ``crop``, or None for a hard paste.
+
+    1 on every pixel of ``core`` (the grown mask of the photo, HxW bool): nothing of the removed object comes
+    back. Outside it the weight falls as a raised cosine of the distance to the nearest ``core`` pixel, to 0 at
+    ``feather`` + 1 px: the band blends into the original. The distance is taken over the crop and ``feather``
+    + 1 px around it (the farthest a pixel that matters can be from its nearest core pixel), so it is the
+    photo's, not the crop's; beyond the photo's border there is no core pixel.
     """
     if feather <= 0:
         return None
-    height, width = photo_shape
-    sides = (crop.y0 > 0, crop.y1 < height, crop.x0 > 0, crop.x1 < width)  # top, bottom, left, right inside?
-    top, bottom, left, right = (1 if inside else 0 for inside in sides)
-    padded = np.pad(paste, ((top, bottom), (left, right)), mode="edge")
-    if top:
-        padded[0, :] = False
-    if bottom:
-        padded[-1, :] = False
-    if left:
-        padded[:, 0] = False
-    if right:
-        padded[:, -1] = False
-    distance = cv2.distanceTransform(padded.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    distance = distance[top:top + paste.shape[0], left:left + paste.shape[1]]
+    outer = crop.expand(feather + 1).clip(*core.shape)
+    far = np.where(core[outer.slices], 0, 255).astype(np.uint8)
+    distance = cv2.distanceTransform(far, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[crop.relative_to(outer).slices]
     t = np.clip(distance / (feather + 1.0), 0.0, 1.0)
-    return (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)
+    return (0.5 + 0.5 * np.cos(np.pi * t)).astype(np.float32)
 
 
 def paste_region(out: np.ndarray, original: np.ndarray, crop: Box, paste: np.ndarray, result: np.ndarray,
-                 feather: int) -> None:
+                 weights: np.ndarray | None) -> None:
     """Write ``result`` (the crop's new pixels, already in ``out``'s dtype) into ``out`` where ``paste`` is set.
 
-    ``original`` is the input photo (HxWxC), ``out`` the output canvas of the same shape and dtype.
+    ``original`` is the input photo (HxWxC), ``out`` the output canvas of the same shape and dtype;
+    ``weights`` (crop-sized, from :func:`feather_weights`, or None: a hard paste) blend the result with the
+    original.
     """
     if result.shape != (crop.height, crop.width, out.shape[2]) or result.dtype != out.dtype:
         raise InputError(f"region result is {result.shape} {result.dtype}, expected "
                          f"{(crop.height, crop.width, out.shape[2])} {out.dtype}")
-    weights = feather_weights(paste, feather, crop, out.shape[:2])
     target = out[crop.slices]
     if weights is None:
         target[paste] = result[paste]
@@ -113,18 +116,6 @@ class Manifest:
     regions: tuple[SavedRegion, ...]
 
 
-def write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as JSON atomically (temporary file in the folder, then rename)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    text = json.dumps(data, indent=2) + "\n"
-    write_atomically(path, lambda file: file.write(text.encode("utf-8")), "JSON")
-    return path
-
-
 class RegionWriter:
     """Writes each region's input crop, paste mask and result, then a manifest that ``stitch`` reads back."""
 
@@ -143,7 +134,9 @@ class RegionWriter:
         except OSError as exc:
             raise OutputError(f"cannot create --save-regions folder {self.folder}: {exc.strerror or exc}") from None
 
-    def add(self, region: Region, crop_pixels: np.ndarray, paste: np.ndarray, result: np.ndarray) -> None:
+    def add(self, region: Region, crop_pixels: np.ndarray, paste: np.ndarray, result: np.ndarray,
+            core: np.ndarray | None = None) -> None:
+        """Save one region; ``core``: which crop pixels are of the grown mask (default: all pasted ones)."""
         index = len(self.regions)
         if index >= MAX_REGIONS:
             raise OutputError(f"more than {MAX_REGIONS:,} regions to save in {self.folder}: stitch reads at most "
@@ -151,7 +144,8 @@ class RegionWriter:
         names = {kind: f"region_{index:03d}_{kind}.png" for kind in ("input", "mask", "result")}
         gray = bool(getattr(self.photo, "gray", False))
         self._save(_for_file(crop_pixels, gray), self.folder / names["input"])
-        self._save(np.where(paste, 255, 0).astype(np.uint8), self.folder / names["mask"])
+        core = paste if core is None else paste & core
+        self._save(np.where(core, 255, np.where(paste, BAND_VALUE, 0)).astype(np.uint8), self.folder / names["mask"])
         self._save(_for_file(result, gray), self.folder / names["result"])
         self.regions.append({"crop": region.crop.as_list(), "run_shape": list(region.run_shape),
                              "holes": [h.as_list() for h in region.holes], **names})
@@ -184,93 +178,27 @@ def _for_file(pixels: np.ndarray, gray: bool) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- reading back
 
 
-def regular_file(path: str | os.PathLike[str], what: str) -> Path:
-    """``path`` if it is a regular file; InputError otherwise (missing, a folder, a FIFO, a device...)."""
-    path = Path(path)
-    os.close(_open_regular(path, what))
-    return path
-
-
-def _open_regular(path: Path, what: str) -> int:
-    """A read-only descriptor of the regular file ``path``; InputError for anything else.
-
-    Checked with ``stat`` before anything opens it, then opened without blocking (``O_NONBLOCK``) and checked
-    again to be that same regular file: a FIFO would block its reader for ever, and a device never ends.
-    """
-    try:
-        before = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except (OSError, ValueError) as error:
-        raise InputError(f"{what} {path} cannot be read ({getattr(error, 'strerror', None) or error})") from None
-    if not stat.S_ISREG(before.st_mode):
-        raise InputError(f"{what} {path} is not a regular file")
-    try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as error:
-        raise InputError(f"{what} {path} cannot be read ({error.strerror or error})") from None
-    opened = os.fstat(descriptor)
-    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
-        os.close(descriptor)
-        raise InputError(f"{what} {path} changed while it was being checked")
-    return descriptor
-
-
-def _read_json(path: Path) -> Any:
-    """The JSON document in the regular file ``path`` (at most MAX_MANIFEST_BYTES), read without blocking."""
-    try:
-        with os.fdopen(_open_regular(path, "manifest"), "rb") as file:
-            data = file.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as error:
-        raise InputError(f"manifest {path} cannot be read ({error.strerror or error})") from None
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise InputError(f"manifest {path} is over {MAX_MANIFEST_BYTES >> 20} MiB: not one --save-regions wrote")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise InputError(f"manifest {path} is not a readable JSON file: {reason}") from None
-
-
-def _shown(value: Any) -> str:
-    """``repr(value)`` cut to a length that keeps an error message on one readable line."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _whole_number(value: Any, low: int, high: int) -> int | None:
-    """``value`` when it is a JSON integer (not a boolean, not a float) in ``low..high``, else None."""
-    if type(value) is int and low <= value <= high:
-        return value
-    return None
-
-
-def _field(data: dict[str, Any], key: str, low: int, high: int, path: Path) -> int:
-    value = _whole_number(data.get(key), low, high)
-    if value is None:
-        raise InputError(f"manifest {path}: {key!r} must be a whole number from {low} to {high:,}, "
-                         f"got {_shown(data.get(key))}")
-    return value
-
-
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Load and check a ``--save-regions`` manifest (see the module's docstring for what is checked)."""
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path, "--save-regions")
     if not isinstance(data, dict) or data.get("tessera") != "inpaint-regions":
         raise InputError(f"{path} is not a tessera inpaint manifest (written by --save-regions)")
     version = data.get("version")
-    if type(version) is not int or version != MANIFEST_VERSION:
-        raise InputError(f"manifest {path} has version {_shown(version)}; this tessera reads {MANIFEST_VERSION}")
+    if type(version) is not int or version not in (1, MANIFEST_VERSION):
+        raise InputError(f"manifest {path} has version {shown(version)}; this tessera reads {MANIFEST_VERSION}")
     for key in ("width", "height", "regions", "feather"):
         if key not in data:
             raise InputError(f"manifest {path} lacks {key!r}")
-    width = _field(data, "width", 1, _MAX_SIDE, path)
-    height = _field(data, "height", 1, _MAX_SIDE, path)
-    feather = _field(data, "feather", 0, 256, path)
+    width = int_field(data, "width", 1, MAX_SIDE, path)
+    height = int_field(data, "height", 1, MAX_SIDE, path)
+    feather = int_field(data, "feather", 0, 256, path)
+    if version == 1 and feather:
+        raise InputError(f"manifest {path} is of version 1, whose feather band lay inside the mask; run "
+                         f"`tessera inpaint --save-regions` again to write one this tessera stitches alike")
     dtype = data.get("dtype")
-    if dtype is not None and dtype not in _DTYPES:
-        raise InputError(f"manifest {path}: 'dtype' must be one of {', '.join(_DTYPES)}, got {_shown(dtype)}")
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"manifest {path}: 'dtype' must be one of {', '.join(DTYPES)}, got {shown(dtype)}")
     entries = data["regions"]
     if not isinstance(entries, list):
         raise InputError(f"manifest {path}: 'regions' must be a list, got {type(entries).__name__}")
@@ -288,7 +216,7 @@ def _input_photo(value: Any, path: Path) -> Path | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or "\x00" in value:
-        raise InputError(f"manifest {path}: 'input' must be the path of the photo, got {_shown(value)}")
+        raise InputError(f"manifest {path}: 'input' must be the path of the photo, got {shown(value)}")
     return Path(value)
 
 
@@ -297,41 +225,26 @@ def _saved_region(entry: Any, number: int, width: int, height: int, folder: Path
     if not isinstance(entry, dict):
         raise InputError(f"manifest {path}: region {number} must be an object, got {type(entry).__name__}")
     crop = region_crop(entry, width, height, path)
-    return SavedRegion(crop, _region_file(entry.get("mask"), "mask", folder, inside, path),
-                       _region_file(entry.get("result"), "result", folder, inside, path))
+    return SavedRegion(crop, folder_file(entry.get("mask"), "region mask", folder, inside, path),
+                       folder_file(entry.get("result"), "region result", folder, inside, path))
 
 
 def region_crop(entry: dict[str, Any], width: int, height: int, path: Path) -> Box:
     """The region's crop ``[y0, x0, y1, x1]``: four whole numbers, a non-empty box inside the photo."""
     values = entry.get("crop")
-    numbers = [_whole_number(v, 0, _MAX_SIDE) for v in values] if isinstance(values, list) else []
+    numbers = [whole_number(v, 0, MAX_SIDE) for v in values] if isinstance(values, list) else []
     if len(numbers) != 4 or None in numbers:
-        raise InputError(f"manifest {path}: a region has no valid 'crop' [y0, x0, y1, x1] (got {_shown(values)})")
+        raise InputError(f"manifest {path}: a region has no valid 'crop' [y0, x0, y1, x1] (got {shown(values)})")
     y0, x0, y1, x1 = numbers
     if not (y0 < y1 <= height and x0 < x1 <= width):
         raise InputError(f"manifest {path}: crop {[y0, x0, y1, x1]} lies outside the {width}x{height} photo")
     return Box(y0, x0, y1, x1)
 
 
-def _region_file(name: Any, kind: str, folder: Path, inside: Path, path: Path) -> Path:
-    """The region file ``name`` as a checked path: relative, inside the manifest's folder once symbolic links
-    are followed, and a regular file."""
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise InputError(f"manifest {path}: a region lacks its {kind!r} file name (got {_shown(name)})")
-    relative = PurePath(name)
-    if relative.is_absolute() or PureWindowsPath(name).drive or ".." in relative.parts:
-        raise InputError(f"manifest {path}: region {kind} file {_shown(name)} is not inside the manifest's folder")
-    real = Path(os.path.realpath(folder / relative))
-    if not real.is_relative_to(inside):
-        raise InputError(f"manifest {path}: region {kind} file {_shown(name)} leads out of the manifest's "
-                         f"folder (a symbolic link)")
-    return regular_file(real, f"region {kind} file")
-
-
 def check_region_files(manifest: Manifest) -> None:
     """Every region's mask and result file has its crop's size, read from their headers (nothing decoded).
 
-    The image reader opens them as :func:`regular_file` does (no blocking on a FIFO, regular files only)."""
+    The image reader opens them as :func:`~tessera.tasks.manifest_checks.regular_file` does (no blocking on a FIFO, regular files only)."""
     from ..image import read_image_size
 
     for region in manifest.regions:
@@ -340,21 +253,6 @@ def check_region_files(manifest: Manifest) -> None:
             size = read_image_size(file)
             if size != expected:
                 raise InputError(f"region {kind} {file} is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}")
-
-
-def load_region_array(path: Path, shape: tuple[int, int], dtype: np.dtype, gray: bool, what: str) -> np.ndarray:
-    """A region's (possibly hand-edited) result file as HxWx3 pixels of the photo's dtype."""
-    from ..image import load_image
-
-    picture = load_image(path, max_pixels=shape[0] * shape[1])
-    pixels = picture.pixels
-    if pixels.shape[:2] != shape:
-        raise InputError(f"{what} {path} is {pixels.shape[1]}x{pixels.shape[0]}, expected {shape[1]}x{shape[0]}")
-    if pixels.dtype != dtype:
-        pixels = from_float(to_float(pixels), dtype)
-    if gray:
-        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
-    return pixels
 
 
 def check_photo(manifest: Manifest, width: int, height: int) -> None:
@@ -369,8 +267,6 @@ def stitch_pixels(manifest: Manifest | str | os.PathLike[str], picture: Any) -> 
 
     Each region file is decoded within its crop's size; :func:`check_region_files` beforehand refuses a wrong
     one before anything is decoded (``stitch`` does both)."""
-    from ..masks import load_mask
-
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
     pixels = picture.pixels
@@ -380,12 +276,32 @@ def stitch_pixels(manifest: Manifest | str | os.PathLike[str], picture: Any) -> 
                          f"{manifest.dtype}")
     out = pixels.copy()
     gray = bool(getattr(picture, "gray", False))
+    core = None
+    if manifest.feather:  # the weights need the grown mask of the whole photo: the union of the regions' cores
+        core = np.zeros(pixels.shape[:2], bool)
+        for region in manifest.regions:
+            core[region.crop.slices] |= load_region_mask(region) >= CORE_THRESHOLD
     for region in manifest.regions:
         shape = (region.crop.height, region.crop.width)
-        paste = load_mask(region.mask, what=f"region mask {region.mask}")
-        if paste.shape != shape:
-            raise InputError(f"region mask {region.mask} is {paste.shape[1]}x{paste.shape[0]}, expected "
-                             f"{shape[1]}x{shape[0]}")
-        result = load_region_array(region.result, shape, pixels.dtype, gray, "region result")
-        paste_region(out, pixels, region.crop, paste, result, manifest.feather)
+        paste = load_region_mask(region) > 127
+        result = load_pixels(region.result, shape, pixels.dtype, gray, "region result")
+        weights = None if core is None else feather_weights(core, region.crop, manifest.feather)
+        paste_region(out, pixels, region.crop, paste, result, weights)
     return out
+
+
+def load_region_mask(region: SavedRegion) -> np.ndarray:
+    """A region's saved paste mask as 8-bit values (HxW) of the crop's size: above 127 pasted, from
+    CORE_THRESHOLD on of the grown mask."""
+    from ..image import load_image
+
+    shape = (region.crop.height, region.crop.width)
+    picture = load_image(region.mask, max_pixels=shape[0] * shape[1])
+    alpha = picture.alpha  # as masks are read everywhere: an alpha that varies is the mask
+    values = alpha if alpha is not None and alpha.min() != alpha.max() else picture.pixels.max(axis=2)
+    if values.shape != shape:
+        raise InputError(f"region mask {region.mask} is {values.shape[1]}x{values.shape[0]}, expected "
+                         f"{shape[1]}x{shape[0]}")
+    if values.dtype != np.uint8:
+        values = from_float(to_float(values), np.uint8)
+    return values

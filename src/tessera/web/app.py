@@ -83,7 +83,7 @@ BRUSH = ("#ff3c8c", 0.6)  # see-through, so the photo shows under the strokes; a
 
 ENGINE_FIELDS = ("device", "precision", "max_memory", "tile", "tile_pad", "tile_batch", "blend")
 INPAINT_FIELDS = ("strategy", "crop_margin", "max_size", "grow", "feather")
-FACE_MAIN_FIELDS = ("upscale", "strength")
+FACE_MAIN_FIELDS = ("upscale", "strength", "faces")
 _NOT_IN_WEB = {*NOT_ON_PAGE, "model", "background"}  # not in Advanced: no control, or one on the tab itself
 
 
@@ -302,18 +302,37 @@ class WebApp:
             self.gate.issue(path, _session(request))
             return str(path)
 
-    def detect(self, image: str | None, request: gr.Request, **values: Any) -> tuple[np.ndarray | None, str]:
-        """Find the faces and draw them on a preview (boxes, scores, landmarks)."""
-        from ..faces.detect import available_detector, detect_faces
+    def detect(self, image: str | None, request: gr.Request,
+               **values: Any) -> tuple[np.ndarray | None, str, dict[str, Any] | None]:
+        """Find the faces and draw them on a preview (index, box, score, landmarks); the third value, kept in the
+        page's session state, holds the faces in preview pixels and the clean preview, for :meth:`toggle_face`."""
+        from ..tasks.faces import find_faces
 
         if not image:
-            return None, ""
+            return None, "", None
         with self._errors(request, image):
             picture = open_upload(self._upload(image, request), self.config.limits)
             opts = parse_options(FaceOptions, option_values(FaceOptions, values))
-            faces = detect_faces(picture.pixels, min_face=opts.min_face, min_score=opts.min_score,
-                                 detector=available_detector(opts.detector), tiles=opts.detect_tiles)
-            return draw_faces(picture.pixels, faces, self.config.preview_side), f"{len(faces)}"
+            faces = find_faces(picture.pixels, opts)  # the order enhance's "faces" indices refer to
+            clean = preview(picture.pixels, self.config.preview_side)
+            factor = clean.shape[1] / picture.pixels.shape[1]
+            found = {"faces": [face.mapped(factor) for face in faces], "preview": clean}
+            return draw_faces(picture.pixels, faces, self.config.preview_side), f"{len(faces)}", found
+
+    def toggle_face(self, found: dict[str, Any] | None, chosen: str | None, request: gr.Request,
+                    event: gr.SelectData) -> tuple[str, Any]:
+        """A click on the detected-faces preview: add the face under it to the "faces" field, or take it out;
+        the preview is redrawn with the chosen faces in another colour."""
+        if not found or not isinstance(getattr(event, "index", None), (list, tuple)):
+            return chosen or "", gr.update()
+        with self._errors(request):
+            indices = set(parse_options(FaceOptions, faces=chosen or None).faces or [])
+            hit = face_at(found["faces"], *event.index[:2])
+            if hit is None:
+                return chosen or "", gr.update()
+            indices ^= {hit}
+            image = draw_faces(found["preview"], found["faces"], self.config.preview_side, chosen=indices)
+            return ",".join(str(index) for index in sorted(indices)), image
 
     def memory(self) -> tuple[str, Any]:
         status = memory_status(self.device)
@@ -397,6 +416,7 @@ class WebApp:
                 parts["detected"] = gr.Image(label=t("detected"), interactive=False, type="numpy",
                                              elem_id="faces-detected", height=360)
                 parts["count"] = gr.Textbox(label=t("faces_found"), interactive=False, elem_id="faces-count")
+                parts["found"] = gr.State(None)
                 parts["model"] = option_control(FaceOptions, "model", value=WEIGHT_FREE,
                                                 choices=self.menu.choices("face"))
                 parts["background"] = option_control(FaceOptions, "background",
@@ -477,8 +497,10 @@ class WebApp:
         # Faces
         face_options = {name: advanced[name] for name in face_advanced_fields()}
         faces["photo"].change(self.detect, inputs=[faces["photo"]], inputs_kwargs=face_options,
-                              outputs=[faces["detected"], faces["count"]], api_visibility="private",
+                              outputs=[faces["detected"], faces["count"], faces["found"]], api_visibility="private",
                               concurrency_id="detect", concurrency_limit=1)
+        faces["detected"].select(self.toggle_face, inputs=[faces["found"], faces["faces"]],
+                                 outputs=[faces["faces"], faces["detected"]], api_visibility="private", queue=False)
         enhance_event = faces["run"].click(
             self.enhance_job, inputs=[faces["photo"]],
             inputs_kwargs={**{k: faces[k] for k in ("model", "background", *FACE_MAIN_FIELDS, "format", "quality")},
@@ -500,6 +522,13 @@ class WebApp:
             outputs=[inpaint["result"], inpaint["compare"], inpaint["status"]], api_name="inpaint", **job)
         inpaint["cancel"].click(self.cancel, outputs=[inpaint["status"]], cancels=[inpaint_event], queue=False,
                                 api_visibility="private")
+
+
+def face_at(faces: list[Any], x: float, y: float) -> int | None:
+    """The index of the face whose box holds the point (x, y), the smallest such box where boxes overlap."""
+    inside = [(face.width * face.height, index) for index, face in enumerate(faces)
+              if face.box[0] <= x <= face.box[2] and face.box[1] <= y <= face.box[3]]
+    return min(inside)[1] if inside else None
 
 
 def face_advanced_fields() -> list[str]:

@@ -2,7 +2,8 @@
 
 A field's type picks the control: a ``Literal`` (or a list of choices given by the caller) a dropdown that takes
 only its choices (Gradio refuses other values, even from API clients), a bool a checkbox, a bounded number a
-slider, an ``auto``-or-integer field a text box holding ``auto``, a memory size a text box (empty: no limit).
+slider (a number that may be left empty for the task's own default, such as ``strength``, a text box showing
+``auto``), an ``auto``-or-integer field a text box holding ``auto``, a memory size a text box (empty: no limit).
 Labels and help come from :mod:`.i18n` by field name (the schema's English description where no translation
 exists yet); defaults come from the schema, so the web UI, the CLI and the API agree.
 Values are read back by :func:`option_values` and validated by the task itself (``parse_options``).
@@ -27,6 +28,15 @@ def _literal_choices(annotation: Any) -> list[str] | None:
         args = [a for a in get_args(annotation) if a is not type(None)]
         if len(args) == 1:
             return _literal_choices(args[0])
+    return None
+
+
+def _optional_number(annotation: Any) -> type | None:
+    """``int`` or ``float`` for an ``int | None`` / ``float | None`` field (None means "the default"), else None."""
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and args[0] in (int, float):
+            return args[0]
     return None
 
 
@@ -87,6 +97,9 @@ def option_control(schema: type[Options], name: str, **overrides: Any) -> Any:
     if field.annotation in (int, float):
         return gr.Number(value=common.pop("value", default), minimum=low, maximum=high,
                          precision=0 if field.annotation is int else None, **common)
+    if _optional_number(field.annotation) is not None and default is None:
+        # empty means the task's own default; a text box, since an empty number box is a required API input
+        return gr.Textbox(value=common.pop("value", ""), placeholder="auto", **common)
     return gr.Textbox(value=common.pop("value", "" if default is None else str(default)), **common)
 
 

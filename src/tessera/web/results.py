@@ -70,20 +70,25 @@ def save_mask(mask: np.ndarray, output_dir: Path, *, upload: str | None) -> Path
     return save_image(mask.astype(np.uint8) * np.uint8(255), folder / output_name(upload, "mask", "PNG"))
 
 
-def draw_faces(pixels: np.ndarray, faces: list[Any], max_side: int) -> np.ndarray:
-    """A preview with each detected face's box, score and five landmarks drawn on it."""
+FACE_COLOUR, CHOSEN_COLOUR = (40, 220, 90), (255, 190, 0)
+
+
+def draw_faces(pixels: np.ndarray, faces: list[Any], max_side: int, chosen: Any = ()) -> np.ndarray:
+    """A preview with each detected face's index (its place in the list), box, score and five landmarks drawn
+    on it; the faces whose index is in ``chosen`` in another colour."""
     image = preview(pixels, max_side).copy()
     factor = image.shape[1] / pixels.shape[1]
     thickness = max(2, round(max(image.shape[:2]) / 400))
-    for face in faces:
+    for index, face in enumerate(faces):
+        colour = CHOSEN_COLOUR if index in chosen else FACE_COLOUR
         x0, y0, x1, y1 = (round(float(v) * factor) for v in face.box)
-        cv2.rectangle(image, (x0, y0), (x1, y1), (40, 220, 90), thickness)
+        cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
         landmarks = getattr(face, "landmarks", None)
         if landmarks is not None:
             for x, y in np.asarray(landmarks, dtype=np.float64).reshape(-1, 2):
                 cv2.circle(image, (round(x * factor), round(y * factor)), thickness + 1, (255, 60, 60), -1)
         score = getattr(face, "score", None)
-        if score is not None:
-            cv2.putText(image, f"{float(score):.2f}", (x0, max(0, y0 - 2 * thickness)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.4 * thickness, (40, 220, 90), max(1, thickness // 2), cv2.LINE_AA)
+        label = f"#{index}" + ("" if score is None else f" {float(score):.2f}")
+        cv2.putText(image, label, (x0, max(0, y0 - 2 * thickness)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thickness, colour, max(1, thickness // 2), cv2.LINE_AA)
     return image

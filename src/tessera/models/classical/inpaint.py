@@ -1,6 +1,7 @@
 """Weight-free inpainting: OpenCV's Telea fast marching and PatchMatch (the BSD ``patchmatch-cython`` package).
 
-They need no download, so they are what ``tessera inpaint`` uses when LaMa's weights are not in the cache. Both
+They need no download, so they are what ``tessera inpaint`` uses when LaMa's weights are not in the cache
+(PatchMatch, which keeps texture where Telea smears; Telea when ``patchmatch-cython`` is not installed). Both
 are wrapped as :class:`Model` objects with ``task="inpaint"`` so they run through the same planner (crops around
 the holes, paste-back, feathering) as a network: cropping keeps PatchMatch's search near the hole and its cost
 following the mask. The functions take and return HxWx3 float32 in [0, 1] with a boolean HxW hole mask.
@@ -18,10 +19,11 @@ import cv2
 import numpy as np
 import torch
 
+from ...errors import ModelError
 from ..descriptor import Model
 
 TELEA_RADIUS = 3  # best mean PSNR/SSIM of bench/inpaint_quality.py (r3 > r5 > r9)
-PATCH_SIZE = 5  # bench/inpaint_quality.py: p5 ties p9 on PSNR, best SSIM of the PatchMatch settings, fastest
+PATCH_SIZE = 7  # bench/inpaint_quality.py: best texture of the settings within 1 dB of the best PSNR
 
 
 def inpaint_telea(image: np.ndarray, mask: np.ndarray, radius: int = TELEA_RADIUS) -> np.ndarray:
@@ -90,8 +92,18 @@ def telea_model(radius: int = TELEA_RADIUS) -> Model:
     )
 
 
+def patchmatch_available() -> bool:
+    """Whether the ``patchmatch-cython`` package (the ``inpaint`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("patchmatch_cython") is not None
+
+
 def patchmatch_model(patch_size: int = PATCH_SIZE, seed: int = 0, **options: object) -> Model:
-    """PatchMatch (patchmatch-cython) as a tessera Model."""
+    """PatchMatch (patchmatch-cython) as a tessera Model; ModelError when the package is not installed."""
+    if not patchmatch_available():
+        raise ModelError("the patchmatch method needs the patchmatch-cython package: "
+                         "pip install 'tessera[inpaint]' (or use --model telea)")
     return Model(
         network=_MaskedNetwork(lambda image, mask: inpaint_patchmatch(image, mask, patch_size, seed, **options)),
         name="patchmatch", task="inpaint", architecture="PatchMatch (patchmatch-cython, weight-free)",
