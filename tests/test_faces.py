@@ -422,7 +422,7 @@ def test_choosing_a_face_that_was_not_found_or_two_ways_at_once_is_refused(sizes
 
 
 def test_face_order_is_stable_among_equal_sizes():
-    from tessera.tasks.faces import index_order
+    from tessera.faces.boxes import index_order
 
     points = np.zeros((5, 2))
     right, left, low = (Face((300.0, 0.0, 400.0, 100.0), 0.9, points), Face((0.0, 0.0, 100.0, 100.0), 0.8, points),

@@ -27,7 +27,7 @@ def test_names_and_lookup_keys_are_unique():
 @pytest.mark.parametrize("entry", CATALOG, ids=lambda entry: entry.name)
 def test_entry_is_consistent(entry):
     assert entry.name == entry.name.lower() and " " not in entry.name
-    assert entry.task in ("upscale", "restore", "inpaint", "face")
+    assert entry.task in ("upscale", "restore", "inpaint", "face", "parse")
     if entry.bundled is None:
         assert entry.urls and all(url.startswith("https://") for url in entry.urls)
     else:  # inside a package: never downloaded, its files pinned by sha256

@@ -221,7 +221,7 @@ def _click_photo_point(page, selector: str, x: float, y: float, width: int, heig
 
 def test_clicking_a_face_on_the_preview_restores_only_that_face(server, browser, files, tmp_path):
     from tessera.faces.detect import detect_faces
-    from tessera.tasks.faces import index_order
+    from tessera.faces.boxes import index_order
 
     _app, url, _config = server
     photo = files["pixels"].copy()
@@ -256,10 +256,14 @@ def test_upscale_shows_progress_and_cancel_stops_it(server, browser, files):
     page = new_page(browser, url)
     page.get_by_role("tab", name="Upscale").click()
     page.locator("#upscale-photo input[type=file]").set_input_files(str(files["noise"]))
+    wait_for_text(page, "#upscale-photo", files["noise"].name)  # uploaded: a run now sends the photo
     page.locator("#advanced").get_by_text("Advanced settings").click()
-    page.locator("#opt-tile textarea, #opt-tile input").first.fill("4")  # 60,000 tiles: a slow job
+    tile = page.locator("#opt-tile textarea, #opt-tile input").first
+    tile.fill("4")  # 60,000 tiles: a slow job
+    tile.press("Tab")  # the page takes the value when the field loses focus
+    page.wait_for_function("() => document.querySelector('#opt-tile textarea, #opt-tile input')?.value === '4'")
     page.locator("#upscale-run").click()
-    wait_for_text(page, "#upscale-result", r"tile \d+/\d+")
+    wait_for_text(page, "#upscale-result", r"tile \d+/\d{4,}")  # the job runs with the small tiles
     shot(page, "upscale-1-progress")
     assert app.board.running == 1
 
@@ -267,6 +271,7 @@ def test_upscale_shows_progress_and_cancel_stops_it(server, browser, files):
     other = new_page(browser, url)
     other.get_by_role("tab", name="Upscale").click()
     other.locator("#upscale-photo input[type=file]").set_input_files(str(files["photo"]))
+    wait_for_text(other, "#upscale-photo", files["photo"].name)
     other.locator("#upscale-run").click()
     wait_for_text(other, "#upscale-result", r"queue")
     shot(other, "upscale-2-queued")

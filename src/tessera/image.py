@@ -1585,7 +1585,7 @@ def _check_output_path(path: Path, source: Path | None, overwrite_input: bool) -
         raise OutputError(f"{path}: cannot write, {folder} is not a folder")
     if path.is_dir():
         raise OutputError(f"{path}: cannot write, it is a folder")
-    if source is not None and not overwrite_input and _same_file(path, Path(source)):
+    if source is not None and not overwrite_input and same_file(path, Path(source)):
         raise OutputError(f"{path}: refusing to overwrite the input image (pass overwrite_input=True to allow it)")
 
 
@@ -1601,7 +1601,8 @@ def copy_atomically(source: Path, target: Path) -> None:
     shutil.copystat(source, target)
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file (by inode where both exist, else by resolved path)."""
     try:
         return os.path.samefile(first, second)
     except OSError:

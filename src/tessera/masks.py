@@ -63,12 +63,19 @@ def threshold(values: np.ndarray, *, what: str = "mask") -> np.ndarray:
     raise InputError(f"{what} has unsupported dtype {values.dtype}")
 
 
-def mask_from_picture(picture: Any, *, what: str = "mask") -> np.ndarray:
-    """A boolean mask from a :class:`tessera.image.Picture` (alpha first, when it varies; then the colours)."""
+def mask_values(picture: Any) -> np.ndarray:
+    """The HxW values a :class:`tessera.image.Picture` gives as a mask: its alpha when that varies, else the
+    maximum of its colour channels (so white, or any coloured stroke, on black counts)."""
     alpha = getattr(picture, "alpha", None)
     if alpha is not None and alpha.size and alpha.min() != alpha.max():
-        return threshold(alpha, what=what)
-    return mask_from_array(picture.pixels, what=what)
+        return alpha
+    pixels = np.asarray(picture.pixels)
+    return pixels.max(axis=2) if pixels.ndim == 3 else pixels
+
+
+def mask_from_picture(picture: Any, *, what: str = "mask") -> np.ndarray:
+    """A boolean mask from a :class:`tessera.image.Picture` (alpha first, when it varies; then the colours)."""
+    return threshold(mask_values(picture), what=what)
 
 
 def load_mask(source: Any, *, what: str | None = None) -> np.ndarray:

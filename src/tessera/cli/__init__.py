@@ -167,8 +167,10 @@ def read_input(args: argparse.Namespace) -> Any:
     return load_image(args.input, **_pixel_limit(args))
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", required=True, type=Path, help="output file (format from the extension)")
+def add_output_arguments(parser: argparse.ArgumentParser, *, unless: str | None = None) -> None:
+    """-o OUTPUT, --quality, --overwrite. ``unless``: a flag that makes -o optional (the command checks it)."""
+    help_text = "output file (format from the extension)" + (f" (required unless {unless})" if unless else "")
+    parser.add_argument("-o", "--output", required=unless is None, type=Path, help=help_text)
     parser.add_argument("--quality", type=int, default=95, help="JPEG/WEBP quality (default: 95)")
     parser.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
 
@@ -191,17 +193,14 @@ def copy_input_unchanged(args: argparse.Namespace) -> Path | None:
     """The input's own bytes as ``args.output`` when both have one format (no re-encoding); None otherwise.
 
     For a command that found nothing to change. Refuses to replace the input unless --overwrite."""
-    import os
-
     from ..errors import OutputError
-    from ..image import copy_atomically
+    from ..image import IMAGE_SUFFIXES, copy_atomically, same_file
 
-    aliases = {".jpeg": ".jpg", ".tif": ".tiff"}
     source, target = Path(args.input), Path(args.output)
-    suffixes = [aliases.get(path.suffix.lower(), path.suffix.lower()) for path in (source, target)]
-    if suffixes[0] != suffixes[1]:
+    formats = [IMAGE_SUFFIXES.get(path.suffix.lower()) for path in (source, target)]
+    if formats[0] is None or formats[0] != formats[1]:
         return None
-    if target.exists() and os.path.samefile(source, target):
+    if target.exists() and same_file(source, target):
         if not args.overwrite:
             raise OutputError(f"{target}: the output would replace the input (add --overwrite)")
         return target
@@ -209,10 +208,12 @@ def copy_input_unchanged(args: argparse.Namespace) -> Path | None:
     return target
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, schema: type, title: str) -> None:
-    """What every image task takes: INPUT, -o OUTPUT, --model-dir, --quiet, and the flags of its option schema."""
+def add_task_arguments(parser: argparse.ArgumentParser, schema: type, title: str,
+                       output_unless: str | None = None) -> None:
+    """What every image task takes: INPUT, -o OUTPUT (optional with ``output_unless``: see
+    :func:`add_output_arguments`), --model-dir, --quiet, and the flags of its option schema."""
     add_input_arguments(parser)
-    add_output_arguments(parser)
+    add_output_arguments(parser, unless=output_unless)
     parser.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_options(parser, schema, title=title)

@@ -53,17 +53,16 @@ class ProgressLines:
         if event.done < event.total:
             self._unfinished.add(event.stage)
         finished = event.total > 0 and event.done >= event.total
-        if finished:
-            ends = event.stage in self._unfinished and event.stage in self._last_line
+        if finished:  # a last line only for a stage that was shown moving
+            shown = event.stage in self._unfinished and self._last_line.pop(event.stage, None) is not None
             self._unfinished.discard(event.stage)
             self._first.pop(event.stage, None)
-            if not ends:
+            if not shown:
                 return
         elif now - self._last_line.get(event.stage, start[0]) < self.interval:
             return
-        self._last_line[event.stage] = now
-        if finished:
-            self._last_line.pop(event.stage, None)
+        else:
+            self._last_line[event.stage] = now
         self.stream.write(self.line(event, now - start[0], event.done - start[1]) + "\n")
         self.stream.flush()
 

@@ -23,10 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Detect the faces of a photo, restore each aligned face in batches and paste it back; "
                     "optionally upscale the background. Pixels away from the faces are not touched. Faces are "
                     "numbered largest first (--list-faces prints them; --faces 0,2 restores those only).")
-    add_task_arguments(parser, FaceOptions, title="face and engine options")
+    add_task_arguments(parser, FaceOptions, title="face and engine options", output_unless="--list-faces")
     parser.add_argument("--list-faces", action="store_true",
                         help="only detect the faces and print index, box and score of each (no -o needed)")
-    _output_optional(parser)
     parser.set_defaults(func=run)
 
     stitch = subparsers.add_parser(
@@ -40,14 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stitch.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
     add_output_arguments(stitch)
     stitch.set_defaults(func=run_stitch)
-
-
-def _output_optional(parser: argparse.ArgumentParser) -> None:
-    """-o is required unless --list-faces: :func:`run` checks it (argparse cannot express "unless")."""
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public way to relax a required flag
-        if action.dest == "output":
-            action.required = False
-            action.help = f"{action.help} (required unless --list-faces)"
 
 
 def run(args: argparse.Namespace) -> int:

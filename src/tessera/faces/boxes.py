@@ -65,6 +65,12 @@ def same_face(a: Face, b: Face) -> bool:
     return iou > NMS_IOU or contained > NMS_CONTAINED
 
 
+def index_order(faces: list[Face]) -> list[Face]:
+    """Faces in their index order, the one every front end numbers them by: largest first; among equal sizes
+    top first, then left first."""
+    return sorted(faces, key=lambda face: (-face.size, face.box[1], face.box[0]))
+
+
 def merge_faces(groups: list[list[Face]]) -> list[Face]:
     """Non-maximum suppression over detections from several passes (pass them finest first).
 

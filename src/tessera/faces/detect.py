@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError, look_up_option
 from .backends import DETECTORS, available_detector, backend_for
-from .boxes import Face, merge_faces
+from .boxes import Face, index_order, merge_faces
 from .pyramid import PyramidSearch
 
 __all__ = ["DETECTORS", "TILE_MODES", "Face", "available_detector", "detect_faces", "merge_faces"]
@@ -26,7 +26,8 @@ TILE_MODES = ("auto", "always", "never")
 def detect_faces(image: Any, *, min_face: int = 16, min_score: float = 0.6,
                  detector: Literal["auto", "yunet", "cascade"] = "auto", max_side: int = 1280,
                  tiles: Literal["auto", "always", "never"] = "auto", runtime: Any = None) -> list[Face]:
-    """Find the faces in ``image`` (a Picture, or HxWx3 RGB uint8/uint16/float32), largest first.
+    """Find the faces in ``image`` (a Picture, or HxWx3 RGB uint8/uint16/float32), in index order (largest first;
+    among equal sizes top, then left first: the numbering of ``--list-faces``, ``faces=[...]`` and the web).
 
     ``min_face``: ignore faces whose box is smaller (short side, photo pixels). ``min_score``: the score
     threshold; a face's score is the lower of its scores at the scale it was found at and at a second one.
@@ -52,4 +53,4 @@ def detect_faces(image: Any, *, min_face: int = 16, min_score: float = 0.6,
     else:
         levels = search.finer_levels(first)
     faces = [face for face in search.judge(levels) if face.size >= min_face]
-    return sorted(faces, key=lambda face: -face.size)
+    return index_order(faces)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from ..errors import ModelError, OptionError, look_up_option
 
-CatalogTask = Literal["upscale", "restore", "inpaint", "face"]
+CatalogTask = Literal["upscale", "restore", "inpaint", "face", "parse"]  # parse: face parsing (paste-back masks)
 
 _FACEXLIB_NOTE = "aligned with the facexlib 5-point template"
 
@@ -290,7 +290,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         name="facexlib-parsenet", aliases=("parsenet",), filename="parsing_parsenet.pth",
         urls=("https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",),
         sha256="3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2",
-        architecture="ParseNet", task="face", license="MIT", auxiliary=True,
+        architecture="ParseNet", task="parse", license="MIT", auxiliary=True,
         notes="face parsing for paste-back masks (enhance --parse-mask auto|parsenet); 19 classes at 512 px; "
               "loads as a 'parse' model (tessera.faces.parsenet)",
     ),

@@ -390,7 +390,7 @@ def resolve_model_file(name_or_path: str | os.PathLike[str],
         raise ModelError(f"{path} is a folder, not a weight file")
     entry = find_entry(text)
     if entry is not None:
-        if entry.auxiliary and entry.architecture != "ParseNet":  # ParseNet loads as a parsing Model
+        if entry.auxiliary and entry.task != "parse":  # face parsers load (as parsing Models); detectors do not
             raise ModelError(f"{entry.name} is a {entry.architecture} helper file, not an image model")
         cached = model_path(entry, model_dir)
         if entry.bundled is not None:  # converted from its package on first use (a no-op once done)

@@ -155,18 +155,13 @@ def face_strength(opts: FaceOptions, network: Model) -> float:
     return float(network.extra.get("face_strength", 1.0))
 
 
-def index_order(faces: list[Face]) -> list[Face]:
-    """Faces in their index order: largest first; among equal sizes top first, then left first."""
-    return sorted(faces, key=lambda face: (-face.size, face.box[1], face.box[0]))
-
-
 def find_faces(pixels: np.ndarray, opts: FaceOptions, runtime: Runtime | None = None,
                detector: str | None = None) -> list[Face]:
-    """Detect the faces of ``pixels`` with ``opts``' detection options, in index order (:func:`index_order`)."""
-    faces = detect_faces(pixels, min_face=opts.min_face, min_score=opts.min_score,
+    """Detect the faces of ``pixels`` with ``opts``' detection options, in index order
+    (:func:`~tessera.faces.boxes.index_order`)."""
+    return detect_faces(pixels, min_face=opts.min_face, min_score=opts.min_score,
                          detector=detector or available_detector(opts.detector), tiles=opts.detect_tiles,
                          runtime=runtime)
-    return index_order(faces)
 
 
 def choose_faces(faces: list[Face], opts: FaceOptions, shape: tuple[int, ...]) -> list[tuple[int, Face]]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..image import from_float, to_float
-from ..masks import grow_mask
+from ..masks import grow_mask, mask_values
 from .inpaint_plan import Box, Region
 from .manifest_checks import (DTYPES, MAX_SIDE, folder_file, int_field, load_pixels, read_json, shown,
                               whole_number, write_json)
@@ -276,14 +276,15 @@ def stitch_pixels(manifest: Manifest | str | os.PathLike[str], picture: Any) -> 
                          f"{manifest.dtype}")
     out = pixels.copy()
     gray = bool(getattr(picture, "gray", False))
-    core = None
+    core = masks = None
     if manifest.feather:  # the weights need the grown mask of the whole photo: the union of the regions' cores
+        masks = [load_region_mask(region) for region in manifest.regions]  # each decoded once
         core = np.zeros(pixels.shape[:2], bool)
-        for region in manifest.regions:
-            core[region.crop.slices] |= load_region_mask(region) >= CORE_THRESHOLD
-    for region in manifest.regions:
+        for region, values in zip(manifest.regions, masks):
+            core[region.crop.slices] |= values >= CORE_THRESHOLD
+    for number, region in enumerate(manifest.regions):
         shape = (region.crop.height, region.crop.width)
-        paste = load_region_mask(region) > 127
+        paste = (masks[number] if masks is not None else load_region_mask(region)) > 127
         result = load_pixels(region.result, shape, pixels.dtype, gray, "region result")
         weights = None if core is None else feather_weights(core, region.crop, manifest.feather)
         paste_region(out, pixels, region.crop, paste, result, weights)
@@ -297,8 +298,7 @@ def load_region_mask(region: SavedRegion) -> np.ndarray:
 
     shape = (region.crop.height, region.crop.width)
     picture = load_image(region.mask, max_pixels=shape[0] * shape[1])
-    alpha = picture.alpha  # as masks are read everywhere: an alpha that varies is the mask
-    values = alpha if alpha is not None and alpha.min() != alpha.max() else picture.pixels.max(axis=2)
+    values = mask_values(picture)  # read as every mask is
     if values.shape != shape:
         raise InputError(f"region mask {region.mask} is {values.shape[1]}x{values.shape[0]}, expected "
                          f"{shape[1]}x{shape[0]}")

@@ -317,7 +317,7 @@ class WebApp:
             clean = preview(picture.pixels, self.config.preview_side)
             factor = clean.shape[1] / picture.pixels.shape[1]
             found = {"faces": [face.mapped(factor) for face in faces], "preview": clean}
-            return draw_faces(picture.pixels, faces, self.config.preview_side), f"{len(faces)}", found
+            return draw_faces(clean, found["faces"], self.config.preview_side), f"{len(faces)}", found
 
     def toggle_face(self, found: dict[str, Any] | None, chosen: str | None, request: gr.Request,
                     event: gr.SelectData) -> tuple[str, Any]:
