@@ -15,7 +15,8 @@ from tessera.errors import InputError, ModelError, OptionError
 from tessera.faces.align import alignment_matrix, face_template, invert
 from tessera.faces.detect import detect_faces
 from tessera.faces.parsenet import FACE_CLASSES, PARSING_SIZE, ParseNet, load_parsenet, parsing_model
-from tessera.faces.paste import FacePaster, face_parser, mask_from_parsing, parsing_masks, paste_face, soft_mask
+from tessera.faces.paste import (FacePaster, face_parser, parsing_masks, paste_face, soft_mask,
+                                 soften_face_region)
 from tessera.models.descriptor import Model
 from tessera.models.loader import load_model
 from tessera.options import FaceOptions, parse_options
@@ -98,6 +99,12 @@ def test_parsenet_has_facexlibs_key_names_and_shapes_and_strict_loads():
     load_parsenet({key: value for key, value in random_weights.items() if not key.endswith("num_batches_tracked")})
     with pytest.raises(ModelError, match="do not fit ParseNet"):
         load_parsenet({**random_weights, "out_mask_conv.conv2d.weight": torch.zeros(19, 32, 3, 3)})
+
+
+def mask_from_parsing(parsing: np.ndarray, size: int) -> np.ndarray:
+    """The paste mask a parsing Model's output gives for a hand-made class map: its face classes (the selection
+    the Model makes from ParseNet's argmax), softened as paste-back softens them."""
+    return soften_face_region(np.isin(parsing, FACE_CLASSES), size)
 
 
 def test_parsenet_maps_512_px_to_a_19_class_map_and_the_model_returns_the_face_region():

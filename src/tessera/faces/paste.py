@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import InputError
 from ..image import from_float, to_float
 from .align import compose, footprint, invert, resize_map, warp
-from .parsenet import FACE_CLASSES, PARSING_SIZE
+from .parsenet import PARSING_SIZE
 
 # Soft mask geometry, as fractions of the crop size: the ramp starts this far in from the crop's border...
 _MASK_INSET = 1 / 40
@@ -81,12 +81,6 @@ def soften_face_region(region: np.ndarray, size: int) -> np.ndarray:
     if parsed != size:
         mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
     return np.clip(mask, 0.0, 1.0).astype(np.float32)
-
-
-def mask_from_parsing(parsing: np.ndarray, size: int) -> np.ndarray:
-    """The paste mask of a ``size`` px crop from a parsing map (HxW class ids, ParseNet's argmax): the classes
-    facexlib keeps (:data:`~tessera.faces.parsenet.FACE_CLASSES`), softened by :func:`soften_face_region`."""
-    return soften_face_region(np.isin(np.asarray(parsing), FACE_CLASSES), size)
 
 
 def parsing_masks(parser: Any, crops: Sequence[np.ndarray], runtime: Any, batch: int | str = "auto") -> list[np.ndarray]:
