@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= faces,inpaint,extra-arches,web,ray,bench,dev,offline-models
 
-.PHONY: demo test test-all serve bench clean-venv
+.PHONY: demo test test-fast test-all serve bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m tessera.demo
+	$(PY) demo/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not long"
+
+# under two minutes on two CPU cores: leaves out the tests marked slow (over ~5 s each) as well as the long ones
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not long"
 
 # also the tests marked long (a real ESRGAN x4plus at 256x256 against its untiled output, ~3 min)
 test-all: $(STAMP)

@@ -268,7 +268,7 @@ def run_case(name: str, repeats: int) -> dict:
 
     import torch
 
-    from tessera.engine import Runtime, _HostPeak, run_model  # _HostPeak: the engine's RSS sampler, reused
+    from tessera.engine import HostPeak, Runtime, run_model  # HostPeak: the engine's RSS sampler, reused
     from tessera.faces.align import align_face
     from tessera.faces.detect import detect_faces
     from tessera.faces.paste import paste_face
@@ -285,14 +285,13 @@ def run_case(name: str, repeats: int) -> dict:
     times: dict[str, list[float]] = {key: [] for key in ("total", "detect", "one_face", "paste")}
     stages: list[dict[str, float]] = []
     for repeat in range(repeats):
-        report: list = []
-        with _HostPeak() as sampled:
+        with HostPeak() as sampled:
             started = time.perf_counter()
-            enhance_faces(photo, model=model, device="cpu", report=report)
+            report = enhance_faces(photo, model=model, device="cpu").report
             times["total"].append(time.perf_counter() - started)
         if repeat == 0:
-            memory, process_peak, done = sampled, peak_rss(), report[0]
-        stages.append(report[0].timings)
+            memory, process_peak, done = sampled, peak_rss(), report
+        stages.append(report.timings)
         started = time.perf_counter()
         faces = detect_faces(photo)
         times["detect"].append(time.perf_counter() - started)

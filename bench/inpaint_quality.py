@@ -141,7 +141,7 @@ def main() -> None:
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    result = task.inpaint(truth, mask, model=model)
+                    result = task.inpaint(truth, mask, model=model).image
                 seconds = time.perf_counter() - start
                 grad, lapvar = texture_ratios(result, truth, hole)
                 rows.append({"photo": name, "mask": kind, "method": method, "coverage": float(hole.mean()),

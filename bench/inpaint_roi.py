@@ -72,7 +72,7 @@ def scratch_mask() -> np.ndarray:
 def long_scratch(descriptor, model, photo: np.ndarray) -> dict:
     """Row 4: the long scratch, split into pieces against the former single crop."""
     from tessera.engine import Runtime
-    from tessera.image import from_float
+    from tessera.image.pixels import from_float
     from tessera.tasks.inpaint import inpaint, run_regions, sizing_for
     from tessera.tasks.inpaint_paste import paste_region
     from tessera.tasks.inpaint_plan import plan_regions
@@ -174,12 +174,12 @@ def main() -> None:
         result = json.loads(path.read_text()) if path.exists() else {}
         path.write_text(json.dumps({**result, "long_scratch": scratch}, indent=2) + "\n")
         return
-    reports: list = []
     rss = RssPeak()
     rss.start()
-    out, auto_s = timed(lambda: inpaint(photo, mask, model=model, strategy="auto", device="cpu", report=reports))
+    done, auto_s = timed(lambda: inpaint(photo, mask, model=model, strategy="auto", device="cpu"))
     rss.stop()
-    regions = reports[0].regions
+    out, regions = done.image, done.report.regions
+    del done
     hole = mask > 127
     assert np.array_equal(out[~hole], photo[~hole])
     del out

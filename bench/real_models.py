@@ -87,7 +87,7 @@ def quality() -> dict[str, Any]:
             if method == "x4plus-anime":
                 continue  # an anime network: not a photo method
             started = time.perf_counter()
-            result = upscale(small, model=model, scale=4, device="cpu")
+            result = upscale(small, model=model, scale=4, device="cpu").image
             seconds = time.perf_counter() - started
             rows.append({
                 "photo": photo_name, "method": method, "input": f"{width // 4}x{height // 4}",
@@ -135,9 +135,9 @@ def tiling() -> dict[str, Any]:
     rows = []
     for label, name in NETWORKS.items():
         model = load(name)
-        untiled = tiled_apply(model, photo, tile=10_000, pad=0, device="cpu")
+        untiled = tiled_apply(model, photo, tile=10_000, tile_pad=0, device="cpu")
         pad = measure_context(model)
-        tiled = tiled_apply(model, photo, tile=64, pad="auto", device="cpu")
+        tiled = tiled_apply(model, photo, tile=64, tile_pad="auto", device="cpu")
         difference = np.abs(tiled.astype(int) - untiled.astype(int))
         rows.append({"model": name, "auto_pad": pad, "blend": "crop", "tile": 64, "photo": "coffee 160x160",
                      "max": int(difference.max()), "identical": round(float((difference == 0).mean()), 5)})
@@ -154,12 +154,12 @@ def pad_scan() -> dict[str, Any]:
     rows = []
     for photo_name, crop in crops.items():
         crop = np.ascontiguousarray(crop)
-        untiled = tiled_apply(model, crop, tile=10_000, pad=0, device="cpu")
+        untiled = tiled_apply(model, crop, tile=10_000, tile_pad=0, device="cpu")
         for pad, blends in ((16, ("crop",)), (24, ("crop", "feather")), (32, ("crop", "feather")),
                             (40, ("crop", "feather")), (48, ("crop",))):
             assert tile + 2 * pad < side, "a window as large as the photo would hide the seams"
             for blend in blends:
-                tiled = tiled_apply(model, crop, tile=tile, pad=pad, blend=blend, device="cpu")
+                tiled = tiled_apply(model, crop, tile=tile, tile_pad=pad, blend=blend, device="cpu")
                 difference = np.abs(tiled.astype(int) - untiled.astype(int))
                 rows.append({"photo": f"{photo_name} {side}x{side}", "tile": tile, "pad": pad, "blend": blend,
                              "max": int(difference.max()), "identical": round(float((difference == 0).mean()), 5)})

@@ -503,7 +503,7 @@ def _judge(case: Case, code: int, lines: list[str], output: Path, source: Path) 
     if code != 0:
         return [f"exit {code}, not 0 ({lines[-1] if lines else ''})"]
     from tessera.errors import TesseraError
-    from tessera.image import load_image, read_image_size
+    from tessera.image.read import load_image, read_image_size
 
     try:
         width, height = read_image_size(source)
@@ -567,7 +567,7 @@ def write_flat_png(path: Path, side: int, colour: tuple[int, int, int] = (40, 90
 PEAK_CHILD = textwrap.dedent("""
     import json, resource, sys, time
     import psutil
-    import tessera.image
+    import tessera.image.read
 
     def peak():
         # the high-water mark of this process's own memory: ru_maxrss would start at the parent's size (Linux
@@ -585,7 +585,7 @@ PEAK_CHILD = textwrap.dedent("""
         pass
     baseline, resident = peak(), psutil.Process().memory_info().rss
     started = time.perf_counter()
-    picture = tessera.image.load_image(sys.argv[1], max_pixels=None)
+    picture = tessera.image.read.load_image(sys.argv[1], max_pixels=None)
     seconds = time.perf_counter() - started
     decoded = picture.pixels.nbytes + (0 if picture.alpha is None else picture.alpha.nbytes)
     print(json.dumps({"baseline": baseline, "peak": peak(), "kept": psutil.Process().memory_info().rss - resident,

@@ -34,9 +34,15 @@ def network(seed: int = 0) -> torch.nn.Module:
 
 
 def photo(size: int) -> np.ndarray:
-    from tessera.demo import build_mosaic
+    """A size x size RGB mosaic of scikit-image's astronaut, coffee, chelsea and rocket photos (uint8)."""
+    import cv2
+    from skimage import data
 
-    return build_mosaic(size, size)
+    cell = size // 2
+    cells = [cv2.resize(p, (cell, cell), interpolation=cv2.INTER_CUBIC)
+             for p in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket())]
+    mosaic = np.concatenate([np.concatenate(cells[:2], axis=1), np.concatenate(cells[2:], axis=1)], axis=0)
+    return np.ascontiguousarray(cv2.resize(mosaic, (size, size), interpolation=cv2.INTER_AREA))
 
 
 def to_uint8(y: torch.Tensor) -> np.ndarray:
@@ -107,15 +113,18 @@ def peak_rss_child(mode: str, size: int) -> dict:
 import json, resource, sys, numpy as np, torch
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from tiling import network, photo, run_untiled
-from tessera.engine import tiled_apply
+from tessera.engine import HostPeak, apply_tiles, tiled_apply
 torch.set_num_threads(2)
 net = network(); image = photo({size})
-from tessera.engine import _HostPeak
 torch.set_grad_enabled(False)
 tiled_apply(net, image[:64, :64], tile=32, device="cpu")  # post-load: model measured, kernels warm
 plan = []
-with _HostPeak() as peak:  # resident memory sampled every 0.5 ms, relative to the RSS just before the run
-    out = tiled_apply(net, image, device="cpu", plan=plan) if {mode!r} == "tessera" else run_untiled(net, image)
+with HostPeak() as peak:  # resident memory sampled every 0.5 ms, relative to the RSS just before the run
+    if {mode!r} == "tessera":
+        tiled = apply_tiles(net, image, device="cpu")
+        out, plan = tiled.output, [tiled.plan]
+    else:
+        out = run_untiled(net, image)
 print(json.dumps({{"peak_above_baseline": peak.used, "input_bytes": image.nbytes, "output_bytes": out.nbytes,
                   "plan": plan[0].describe() if plan else "untiled"}}))
 """
@@ -124,7 +133,7 @@ print(json.dumps({{"peak_above_baseline": peak.used, "input_bytes": image.nbytes
 
 
 def main() -> int:
-    from tessera.engine import tiled_apply
+    from tessera.engine import apply_tiles, tiled_apply
 
     torch.set_num_threads(2)
     net = network()
@@ -137,16 +146,15 @@ def main() -> int:
     def error(out: np.ndarray) -> int:
         return int(np.abs(out.astype(int) - reference.astype(int)).max())
 
-    plan: list = []
-    out, seconds = timed(lambda: tiled_apply(net, image, device="cpu", plan=plan))
-    auto = plan[0]
+    tiled, seconds = timed(lambda: apply_tiles(net, image, device="cpu"))
+    out, auto = tiled.output, tiled.plan
     rows.append({"method": "tessera auto", "tile": auto.tile, "pad": auto.pad, "tiles": auto.tiles,
                  "seconds": seconds, "max_error": error(out)})
     sweep = []
     for tile in (128, 256, 512, 1024):
-        plan = []
-        out, seconds = timed(lambda: tiled_apply(net, image, tile=tile, device="cpu", plan=plan))
-        sweep.append({"method": "tessera fixed", "tile": tile, "pad": plan[0].pad, "tiles": plan[0].tiles,
+        tiled, seconds = timed(lambda: apply_tiles(net, image, tile=tile, device="cpu"))
+        out, fixed = tiled.output, tiled.plan
+        sweep.append({"method": "tessera fixed", "tile": tile, "pad": fixed.pad, "tiles": fixed.tiles,
                       "seconds": seconds, "max_error": error(out)})
     rows += sweep
     best = min(sweep, key=lambda r: r["seconds"])

@@ -50,12 +50,13 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-def compact_x4(num_feat: int = 32, num_conv: int = 8, seed: int = 0) -> torch.nn.Module:
-    """spandrel's Compact (SRVGG) x4 with random weights."""
+def random_compact(scale: int = 4, *, num_feat: int = 32, num_conv: int = 8, seed: int = 0) -> torch.nn.Module:
+    """spandrel's Compact (SRVGG, RGB in and out) upscaling ``scale`` times, with random weights drawn from
+    ``seed``: the small real architecture tests build instead of downloading a network."""
     from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
 
     torch.manual_seed(seed)
-    return SRVGGNetCompact(num_feat=num_feat, num_conv=num_conv, upscale=4).eval()
+    return SRVGGNetCompact(num_feat=num_feat, num_conv=num_conv, upscale=scale).eval()
 
 
 def rrdb_x2(num_filters: int = 16, num_blocks: int = 2, seed: int = 0) -> torch.nn.Module:

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from tessera.batch import REPORT_NAME, find_mask, plan_jobs, read_report, run_batch
+from tessera.batch import REPORT_NAME, read_report, run_batch
+from tessera.batch.plan import find_mask, plan_jobs
 from tessera.errors import InputError, OptionError
-from tessera.image import load_image, save_image
+from tessera.image.read import load_image
+from tessera.image.write import save_image
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # The CLI in a child process.
@@ -112,6 +114,7 @@ def test_an_output_that_does_not_decode_is_redone(tmp_path):
     assert load_image(tmp_path / "out" / "img00.png").width == 128
 
 
+@pytest.mark.slow
 def test_kill_9_midway_then_resume(tmp_path):
     """A batch of 20 killed with SIGKILL, run again: all 20 outputs, each decodes, finished ones untouched."""
     make_folder(tmp_path / "in", 20, size=(200, 200))
@@ -205,8 +208,11 @@ def test_cli_exit_codes(tmp_path, capsys):
 
 
 def test_model_names_and_fail_fast_on_a_missing_model(tmp_path):
-    from tessera.batch import model_names
     from tessera.errors import ModelError
+    from tessera.tasks.registry import get_task
+
+    def model_names(task: str, options: dict) -> dict:
+        return get_task(task).weight_options(options)
 
     assert model_names("enhance", {"model": "gpen-bfr-512", "background": "lanczos"}) == {"model": "gpen-bfr-512"}
     assert model_names("enhance", {"background": "x.pth"}) == {"background": "x.pth"}

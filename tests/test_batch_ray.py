@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
 
+from conftest import random_compact
 from tessera.batch import read_report, run_batch
-from tessera.batch_ray import actor_plan
+from tessera.batch.ray import actor_plan
 from tessera.errors import OptionError
-from tessera.image import save_image
+from tessera.image.write import save_image
 from tessera.models.descriptor import Model
 
 ray = pytest.importorskip("ray")
@@ -20,9 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def compact() -> Model:
-    torch.manual_seed(0)
-    net = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2).eval()
-    return Model(net, "compact", scale=2)
+    return Model(random_compact(2, num_feat=8, num_conv=2), "compact", scale=2)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +47,7 @@ def runs(local_ray, tmp_path_factory):
     return folder, local, remote
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_bytes_as_the_local_run(runs):
     folder, local, remote = runs
     assert local.counts() == remote.counts() == {"done": 6, "skipped": 0, "failed": 1}
@@ -63,6 +61,7 @@ def test_ray_gives_the_same_bytes_as_the_local_run(runs):
             assert theirs.read_bytes() == mine.read_bytes()
 
 
+@pytest.mark.slow
 def test_ray_resumes(runs):
     folder, _local, _remote = runs
     (folder / "in" / "broken.png").unlink()

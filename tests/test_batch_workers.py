@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from tessera.batch import run_batch
-from tessera.image import save_image
+from tessera.image.write import save_image
 from tessera.models.descriptor import Model
 
 CRASH_WIDTH = 33  # an image this wide kills the worker process that runs it
@@ -24,6 +25,7 @@ class CrashOnWidth(torch.nn.Module):
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
+@pytest.mark.slow
 def test_workers_match_one_process_and_a_crash_fails_alone(tmp_path):
     rng = np.random.default_rng(3)
     widths = [20, 21, CRASH_WIDTH, 22, 23]

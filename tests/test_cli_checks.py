@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tessera.cli import main
-from tessera.image import save_image
+from tessera.image.write import save_image
 
 
 @pytest.fixture
@@ -55,14 +55,14 @@ def weights(tmp_path) -> Path:
 def no_work(monkeypatch):
     """Make decoding an image and loading a model fail loudly (AssertionError is not a tessera error: main()
     would not turn it into an exit code)."""
-    from tessera import image
+    from tessera.image import read as image_read
     from tessera.models import loader
     from tessera.tasks import common
 
     def reached(*args, **kwargs):
         raise AssertionError("work started before the checks")
 
-    for module, name in ((image, "load_image"), (common, "load_image"), (loader, "load_model"),
+    for module, name in ((image_read, "load_image"), (common, "load_image"), (loader, "load_model"),
                          (loader, "load_file")):
         monkeypatch.setattr(module, name, reached)
 

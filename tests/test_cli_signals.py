@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tessera import image
 from tessera.cli import main, sigterm_as_exception
-from tessera.image import save_image
+from tessera.image import atomic
+from tessera.image.write import save_image
 
 
 def _temporaries(folder: Path) -> list[Path]:
@@ -62,7 +62,7 @@ def test_a_later_run_removes_the_temporary_file_of_a_killed_writer(tmp_path, cap
     child.wait()
     folder = tmp_path / "out"
     folder.mkdir()
-    stale = folder / f".big.png.{image._host_tag()}-{child.pid}-0123abcd.tessera-tmp"
+    stale = folder / f".big.png.{atomic._host_tag()}-{child.pid}-0123abcd.tessera-tmp"
     stale.write_bytes(b"what kill -9 left")
     source = tmp_path / "photo.png"
     save_image(np.zeros((16, 16, 3), np.uint8), source)

@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from tessera.cli import main
-from tessera.image import load_image
+from tessera.image.read import load_image
 
 
 @pytest.fixture

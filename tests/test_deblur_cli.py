@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import load_bench
 from tessera.cli import main
-from tessera.image import load_image
+from tessera.image.read import load_image
 
 
 @pytest.fixture(scope="module")

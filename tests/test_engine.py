@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compact_x4, rrdb_x2
-from tessera import engine
-from tessera.engine import Runtime, measure_context, tiled_apply
+from conftest import random_compact, rrdb_x2
+from tessera import engine, tiling
+from tessera.engine import Runtime, apply_tiles, measure_context, tiled_apply
 from tessera.errors import CancelledError, OptionError, ResourceError
 from tessera.models.descriptor import Model
 
@@ -24,18 +24,19 @@ def untiled(network: torch.nn.Module, image: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def networks():
-    return {"compact_x4": compact_x4(), "rrdb_x2": rrdb_x2()}
+    return {"compact_x4": random_compact(), "rrdb_x2": rrdb_x2()}
 
 
 @pytest.mark.parametrize("name", ["compact_x4", "rrdb_x2"])
 @pytest.mark.parametrize("tile", [64, 96])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
+@pytest.mark.slow
 def test_tiled_equals_untiled(networks, photo_uint8, name, tile, batch, dtype):
     network = networks[name]
     image = photo_uint8 if dtype == "uint8" else photo_uint8.astype(np.float32) / 255.0
     reference = untiled(network, image)
-    result = tiled_apply(network, image, tile=tile, batch=batch, device="cpu")
+    result = tiled_apply(network, image, tile=tile, tile_batch=batch, device="cpu")
     assert result.dtype == image.dtype
     assert result.shape == reference.shape
     scale = 255.0 if dtype == "uint8" else 1.0
@@ -44,20 +45,22 @@ def test_tiled_equals_untiled(networks, photo_uint8, name, tile, batch, dtype):
 
 def test_measured_context_covers_the_receptive_field():
     # Compact: a 3x3 conv in, num_conv 3x3 convs, a 3x3 conv out -> radius num_conv + 2 input pixels
-    model = Model(compact_x4(num_feat=8, num_conv=4), "compact", scale=4)
+    model = Model(random_compact(num_feat=8, num_conv=4), "compact", scale=4)
     radius = measure_context(model, Runtime.create("cpu"))
     assert 6 <= radius <= 8
     assert measure_context(model) == radius  # cached
 
 
+@pytest.mark.slow
 def test_a_too_small_pad_is_not_exact(networks, photo_uint8):
     """The exactness above is earned by the pad: without context the seams show."""
     network = networks["compact_x4"]
     reference = untiled(network, photo_uint8)
-    result = tiled_apply(network, photo_uint8, tile=64, pad=0, device="cpu")
+    result = tiled_apply(network, photo_uint8, tile=64, tile_pad=0, device="cpu")
     assert np.abs(result.astype(np.float32) / 255 - reference).max() > 4 / 255
 
 
+@pytest.mark.slow
 def test_feather_blend_stays_close_for_a_local_network(networks, photo_uint8):
     network = networks["compact_x4"]
     reference = untiled(network, photo_uint8)
@@ -65,6 +68,7 @@ def test_feather_blend_stays_close_for_a_local_network(networks, photo_uint8):
     assert np.abs(result.astype(np.float32) / 255 - reference).max() <= 2 / 255
 
 
+@pytest.mark.slow
 def test_tensor_in_tensor_out(networks, photo_uint8):
     network = networks["compact_x4"]
     x = torch.from_numpy(photo_uint8[:96, :80].astype(np.float32) / 255).permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
@@ -78,7 +82,7 @@ def test_scale_of_a_plain_callable_is_inferred(photo_uint8):
     def nearest_x2(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
 
-    out = tiled_apply(nearest_x2, photo_uint8, tile=50, pad=0, device="cpu")
+    out = tiled_apply(nearest_x2, photo_uint8, tile=50, tile_pad=0, device="cpu")
     assert out.shape == (600, 874, 3)
     assert (out[::2, ::2] == photo_uint8).all()
 
@@ -99,22 +103,23 @@ class OutOfMemoryAbove(torch.nn.Module):
         return self.network(x)
 
 
+@pytest.mark.slow
 def test_out_of_memory_backs_off_and_computes_every_tile_once(networks, photo_uint8, monkeypatch):
     network = networks["compact_x4"]
     reference = untiled(network, photo_uint8)
     flaky = OutOfMemoryAbove(network, limit=80 * 80)
     written = np.zeros(photo_uint8.shape[:2], dtype=int)
-    original_add = engine.Canvas.add
+    original_add = tiling.Canvas.add
 
     def counting_add(self, tile, result, scale):
         top, bottom, left, right = tile.keep
         written[top:bottom, left:right] += 1
         return original_add(self, tile, result, scale)
 
-    monkeypatch.setattr(engine.Canvas, "add", counting_add)
-    plan: list = []
-    result = tiled_apply(Model(flaky, "flaky", scale=4, context=11), photo_uint8, tile=160, batch=4,
-                         device="cpu", plan=plan)
+    monkeypatch.setattr(tiling.Canvas, "add", counting_add)
+    tiled = apply_tiles(Model(flaky, "flaky", scale=4, context=11), photo_uint8, tile=160, tile_batch=4,
+                        device="cpu")
+    result, plan = tiled.output, [tiled.plan]
     assert flaky.failures >= 3
     assert plan[0].backoffs[:2] == ["batch -> 2", "batch -> 1"] and "tile -> 40" in plan[0].backoffs
     assert (written == 1).all(), "every output pixel is merged exactly once"
@@ -135,18 +140,18 @@ def test_other_errors_are_not_swallowed(photo_uint8):
         tiled_apply(Model(broken, "broken", scale=1, context=0), photo_uint8, tile=64, device="cpu")
 
 
+@pytest.mark.slow
 def test_auto_tile_follows_the_memory_budget(networks, photo_uint8):
     model = Model(networks["compact_x4"], "compact", scale=4)
-    roomy: list = []
-    tiled_apply(model, photo_uint8, device="cpu", plan=roomy)
-    tight: list = []
-    tiled_apply(model, photo_uint8, device="cpu", max_memory="6MB", plan=tight)
+    roomy = [apply_tiles(model, photo_uint8, device="cpu").plan]
+    tight = [apply_tiles(model, photo_uint8, device="cpu", max_memory="6MB").plan]
     assert 64 <= roomy[0].tile <= 128  # on the CPU tiles stop at the cache-friendly size (evened out), not the budget
     assert tight[0].tiles > roomy[0].tiles and tight[0].tile < roomy[0].tile
     with pytest.raises(ResourceError, match="too small"):
         tiled_apply(model, photo_uint8, device="cpu", max_memory="100KB")
 
 
+@pytest.mark.slow
 def test_progress_and_cancel(networks, photo_uint8):
     events = []
     tiled_apply(networks["compact_x4"], photo_uint8[:128, :128], tile=32, device="cpu", progress=events.append)
@@ -178,6 +183,7 @@ def test_bad_arguments_are_option_errors(networks, photo_uint8):
         tiled_apply(network, photo_uint8, tile=-5, device="cpu")
 
 
+@pytest.mark.slow
 def test_a_spandrel_descriptor_is_accepted(networks, photo_uint8):
     import spandrel
 
@@ -201,8 +207,9 @@ def test_out_of_memory_is_recognised_on_every_backend(error, expected):
     assert engine.is_out_of_memory(error) is expected
 
 
-@pytest.mark.parametrize("architecture,network", [("Compact", lambda: compact_x4(num_feat=8, num_conv=4)),
+@pytest.mark.parametrize("architecture,network", [("Compact", lambda: random_compact(num_feat=8, num_conv=4)),
                                                   ("ESRGAN", lambda: rrdb_x2(num_filters=8, num_blocks=1))])
+@pytest.mark.slow
 def test_counted_context_bounds_the_measured_receptive_field(architecture, network):
     """Counting convolutions (forward only) gives the receptive field the gradient measures, or a pixel more."""
     from tessera.receptive import receptive_radius
@@ -227,6 +234,7 @@ class _GlobalMix(torch.nn.Module):
         return self.conv(x) + x.mean(dim=(2, 3), keepdim=True)
 
 
+@pytest.mark.slow
 def test_gradient_probes_stay_within_the_memory_budget():
     roomy, tight = _GlobalMix(), _GlobalMix()
     measure_context(Model(roomy, "roomy", scale=1), Runtime.create("cpu", max_memory="4G"))

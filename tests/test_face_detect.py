@@ -76,6 +76,7 @@ def found_in(faces: list[Face], boxes: list[tuple[int, int, int, int]]) -> int:
 
 # -------------------------------------------------------------------------------------------- the pyramid
 @needs_yuface
+@pytest.mark.slow
 def test_a_large_photo_without_faces_is_not_searched_at_full_resolution(searched, level_scales):
     photo = backdrop(3000, 4000)
     assert detect_faces(photo) == []
@@ -86,6 +87,7 @@ def test_a_large_photo_without_faces_is_not_searched_at_full_resolution(searched
 
 
 @needs_yuface
+@pytest.mark.slow
 def test_the_group_photo_upscaled_4x_gives_every_face_and_no_false_one():
     bench = load_bench("faces")
     photo, boxes = bench.group_photo(4)
@@ -104,6 +106,7 @@ def test_a_photo_whose_faces_are_all_large_runs_one_pass(level_scales):
 
 
 @needs_yuface
+@pytest.mark.slow
 def test_tiny_faces_in_a_large_photo_are_found_by_the_finer_levels(searched, level_scales):
     photo = backdrop(3000, 4000, seed=1)
     places = [(700 + 500 * i, 900 + 700 * (i % 3)) for i in range(6)]

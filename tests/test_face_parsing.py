@@ -162,6 +162,7 @@ def test_mask_from_a_hand_made_parsing_map_keeps_facexlibs_classes_softened():
     assert np.abs(small - cv2.resize(mask, (256, 256), interpolation=cv2.INTER_LINEAR)).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_a_parsing_mask_paste_changes_exactly_the_pixels_where_the_mask_is_positive(rng):
     parser = parsing_model(small_parsenet())
     crop = rng.uniform(0.2, 1.0, (128, 128, 3)).astype(np.float32)
@@ -269,7 +270,7 @@ def test_enhance_pastes_each_neighbours_features_from_its_own_restoration():
     network = FlatFaces([0.2, 0.8])  # the smaller face is pasted first: 0.2, the larger one 0.8
     model = Model(network=network, name="flat", task="face", input_range=(-1.0, 1.0), face_size=64,
                   face_template="facexlib")
-    out = enhance_faces(photo, model=model, face_batch=1, parse_mask="box", device="cpu")
+    out = enhance_faces(photo, model=model, face_batch=1, parse_mask="box", device="cpu").image
     assert network.given == [0.2, 0.8]
     small, big = faces
     to_big_crop = alignment_matrix(big.landmarks, "facexlib", 64)
@@ -281,6 +282,7 @@ def test_enhance_pastes_each_neighbours_features_from_its_own_restoration():
 
 
 # ------------------------------------------------------------------------------------------------ the option
+@pytest.mark.slow
 def test_parse_mask_option_auto_uses_parsenet_only_when_it_is_cached(tmp_path, monkeypatch):
     assert face_parser("auto", tmp_path) is None and face_parser("box", tmp_path) is None  # nothing cached
     with pytest.raises(ModelError, match="models pull facexlib-parsenet"):
@@ -294,13 +296,13 @@ def test_parse_mask_option_auto_uses_parsenet_only_when_it_is_cached(tmp_path, m
     assert face_parser("auto", tmp_path).architecture == "ParseNet" and face_parser("box", tmp_path) is None
 
     photo = data.astronaut()[::2, ::2].copy()
-    box = enhance_faces(photo, parse_mask="box", model_dir=tmp_path)
-    report: list = []
-    parsed = enhance_faces(photo, model_dir=tmp_path, report=report)  # auto, cached: ParseNet
+    box = enhance_faces(photo, parse_mask="box", model_dir=tmp_path).image
+    result = enhance_faces(photo, model_dir=tmp_path)  # auto, cached: ParseNet
+    parsed, report = result.image, result.report
     assert not np.array_equal(parsed, box)
     changed = np.any(parsed != photo, axis=2)
     inside = np.zeros_like(changed)
-    for face in report[0].faces:
+    for face in report.faces:
         x0, y0, x1, y1 = face.box
         inside[y0:y1, x0:x1] = True
     assert changed.any() and not changed[~inside].any()

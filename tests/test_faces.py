@@ -64,6 +64,7 @@ def changed_outside(before: np.ndarray, after: np.ndarray, boxes: list[tuple[int
 
 # ------------------------------------------------------------------------------------------------ detection
 @needs_yuface
+@pytest.mark.slow
 def test_astronaut_gives_one_face_with_the_eye_landmarks_on_the_eyes(astronaut):
     faces = detect_faces(astronaut, detector="yunet")
     assert len(faces) == 1
@@ -78,6 +79,7 @@ def test_astronaut_gives_one_face_with_the_eye_landmarks_on_the_eyes(astronaut):
     assert face.box[0] < eyes[0, 0] < eyes[1, 0] < face.box[2]
 
 
+@pytest.mark.slow
 def test_cascade_fallback_finds_the_astronaut_with_landmarks_near_the_eyes(astronaut):
     faces = detect_faces(astronaut, detector="cascade")
     assert len(faces) == 1
@@ -96,12 +98,14 @@ def test_auto_detector_falls_back_to_the_cascade_without_yuface(monkeypatch):
         available_detector("yunett")
 
 
+@pytest.mark.slow
 def test_min_face_and_score_threshold_filter_faces(astronaut):
     assert detect_faces(astronaut, min_face=200) == []
     assert detect_faces(astronaut, min_score=1.0) == [] or available_detector() == "cascade"
 
 
 @needs_yuface
+@pytest.mark.slow
 def test_small_faces_of_a_group_photo_are_found_in_full_resolution_tiles():
     photo = group_photo(36)  # 30 heads; in the 1280 px copy their faces are ~11 px, too small for YuNet
     coarse = detect_faces(photo, tiles="never")
@@ -233,10 +237,9 @@ def test_overlapping_faces_blend_without_a_hard_edge():
 
 # ------------------------------------------------------------------------------------------------ enhance
 def test_enhance_at_upscale_1_leaves_pixels_outside_the_faces_bit_identical(astronaut):
-    report: list = []
-    out = enhance_faces(astronaut, report=report)
+    result = enhance_faces(astronaut)
+    out, done = result.image, result.report
     assert out.shape == astronaut.shape and out.dtype == astronaut.dtype
-    done = report[0]
     assert done.weight_free and len(done.faces) == 1
     boxes = [face.box for face in done.faces]
     assert changed_outside(astronaut, out, boxes) == 0
@@ -247,18 +250,18 @@ def test_enhance_at_upscale_1_leaves_pixels_outside_the_faces_bit_identical(astr
     assert np.any(out[y0:y1, x0:x1] != astronaut[y0:y1, x0:x1])
 
 
+@pytest.mark.slow
 def test_enhance_with_a_random_gpen_runs_batches_and_saves_the_aligned_crops(astronaut, tmp_path):
     photo = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)  # two faces
-    report: list = []
     folder = tmp_path / "faces"
-    out = enhance_faces(photo, model=small_gpen(), face_batch=2, save_faces=folder, report=report, device="cpu")
-    done = report[0]
+    result = enhance_faces(photo, model=small_gpen(), face_batch=2, save_faces=folder, device="cpu")
+    out, done = result.image, result.report
     assert len(done.faces) == 2 and {face.size for face in done.faces} == {64}
     assert changed_outside(photo, out, [face.box for face in done.faces]) == 0
     crops = sorted(folder.glob("face_*.png"))
     assert [p.name for p in crops] == ["face_000.png", "face_000_restored.png", "face_001.png",
                                        "face_001_restored.png"]
-    from tessera.image import load_image
+    from tessera.image.read import load_image
 
     crop = load_image(crops[0]).pixels
     assert crop.shape == (64, 64, 3)
@@ -272,11 +275,10 @@ def test_enhance_with_a_random_gpen_runs_batches_and_saves_the_aligned_crops(ast
 def test_enhance_upscales_the_background_and_pastes_faces_at_scale(astronaut):
     from tessera.tasks.upscale import upscale
 
-    report: list = []
-    out = enhance_faces(astronaut, upscale=2, report=report)
-    background = upscale(astronaut, scale=2, model="lanczos")
+    result = enhance_faces(astronaut, upscale=2)
+    out, done = result.image, result.report
+    background = upscale(astronaut, scale=2, model="lanczos").image
     assert out.shape == (1024, 1024, 3)
-    done = report[0]
     assert done.background == "lanczos" and done.scale == (2.0, 2.0)
     assert changed_outside(background, out, [face.box for face in done.faces]) == 0
     x0, y0, x1, y1 = done.faces[0].box
@@ -287,16 +289,16 @@ def test_enhance_upscales_the_background_and_pastes_faces_at_scale(astronaut):
 
 
 def test_strength_zero_and_a_faceless_photo_return_the_photo_unchanged(astronaut):
-    assert np.array_equal(enhance_faces(astronaut, strength=0.0), astronaut)
+    assert np.array_equal(enhance_faces(astronaut, strength=0.0).image, astronaut)
     flat = np.full((120, 160, 3), 90, np.uint16)
-    report: list = []
-    out = enhance_faces(flat, report=report)
-    assert np.array_equal(out, flat) and out.dtype == np.uint16 and report[0].faces == []
+    result = enhance_faces(flat)
+    out, report = result.image, result.report
+    assert np.array_equal(out, flat) and out.dtype == np.uint16 and report.faces == []
 
 
 def test_sixteen_bit_and_float_photos_keep_their_dtype(astronaut):
     for photo in (astronaut.astype(np.uint16) * 257, astronaut.astype(np.float32) / 255):
-        out = enhance_faces(photo)
+        out = enhance_faces(photo).image
         assert out.dtype == photo.dtype and out.shape == photo.shape
 
 
@@ -322,8 +324,8 @@ def test_codeformer_receives_the_fidelity_weight(astronaut):
 
     from dataclasses import replace
 
-    fake = replace(small_gpen(), network=FakeCodeFormer(), architecture="CodeFormer", face_template="facexlib",
-                   call_fn=lambda network, image: network(image)[0])
+    fake = replace(small_gpen(), network=FakeCodeFormer(), architecture="CodeFormer", call_options=("fidelity",),
+                   face_template="facexlib", call_fn=lambda network, image: network(image)[0])
     enhance_faces(astronaut, model=fake, fidelity=0.8)
     assert seen == [0.8]
 
@@ -341,9 +343,9 @@ def test_progress_reports_detection_and_faces_and_cancel_stops(astronaut):
 
 
 def test_deblur_and_suppress_hf_options_run_inside_the_face_only(astronaut):
-    report: list = []
-    out = enhance_faces(astronaut, deblur=True, suppress_hf=True, report=report)
-    assert changed_outside(astronaut, out, [face.box for face in report[0].faces]) == 0
+    result = enhance_faces(astronaut, deblur=True, suppress_hf=True)
+    out, report = result.image, result.report
+    assert changed_outside(astronaut, out, [face.box for face in report.faces]) == 0
 
 
 def test_face_mapped_keeps_pixel_centres():
@@ -354,18 +356,18 @@ def test_face_mapped_keeps_pixel_centres():
     assert face.size == 20.0
 
 
+@pytest.mark.slow
 def test_a_neural_background_runs_through_the_tiling_engine_with_faces_pasted_at_its_scale(astronaut):
-    from conftest import compact_x4
+    from conftest import random_compact
 
     from tessera.tasks.upscale import upscale
 
     photo = np.ascontiguousarray(astronaut[40:232, 150:342])  # the head, 192 px
-    network = Model(compact_x4(num_feat=8, num_conv=2), "tiny-compact", scale=4)
-    report: list = []
-    out = enhance_faces(photo, background=network, upscale=4, tile=64, report=report)
-    background = upscale(photo, model=network, scale=4, tile=64)
+    network = Model(random_compact(num_feat=8, num_conv=2), "tiny-compact", scale=4)
+    result = enhance_faces(photo, background=network, upscale=4, tile=64)
+    out, done = result.image, result.report
+    background = upscale(photo, model=network, scale=4, tile=64).image
     assert out.shape == (768, 768, 3)
-    done = report[0]
     assert done.background == "tiny-compact" and len(done.faces) == 1 and done.scale == (4.0, 4.0)
     assert changed_outside(background, out, [face.box for face in done.faces]) == 0
     # The weight-free clean-up works at the face's output resolution: about 4x its size in the photo.
@@ -389,6 +391,7 @@ def sizes_photo() -> np.ndarray:
     return three_sizes()
 
 
+@pytest.mark.slow
 def test_faces_are_numbered_largest_first_and_chosen_by_index_centre_or_size(sizes_photo):
     from tessera.options import FaceOptions
     from tessera.tasks.faces import find_faces
@@ -398,10 +401,10 @@ def test_faces_are_numbered_largest_first_and_chosen_by_index_centre_or_size(siz
     assert faces[0].size > faces[1].size > faces[2].size and faces[0].box[0] < 300 and faces[1].box[0] > 1000
     for options, indices in (({"faces": "2,0"}, [0, 2]), ({"only_largest_face": True}, [0]),
                              ({"only_center_face": True}, [2])):
-        report: list = []
-        out = enhance_faces(sizes_photo, model=small_gpen(), report=report, device="cpu", **options)
-        done = sorted(report[0].faces, key=lambda face: face.index)
-        assert [face.index for face in done] == indices and report[0].found == 3
+        result = enhance_faces(sizes_photo, model=small_gpen(), device="cpu", **options)
+        out, report = result.image, result.report
+        done = sorted(report.faces, key=lambda face: face.index)
+        assert [face.index for face in done] == indices and report.found == 3
         for face in done:
             assert np.allclose(face.face.box, faces[face.index].box)
         assert changed_outside(sizes_photo, out, [face.box for face in done]) == 0
@@ -448,42 +451,43 @@ def test_an_aligned_input_is_restored_whole_without_detection(astronaut, monkeyp
     monkeypatch.setattr(faces_task, "detect_faces", lambda *a, **k: pytest.fail("an aligned input is not searched"))
     photo = cv2.resize(astronaut[40:240, 140:340], shape[::-1], interpolation=cv2.INTER_AREA)
     network = small_gpen()
-    report: list = []
-    out = enhance_faces(photo, model=network, aligned=True, upscale=upscale, report=report, device="cpu")
+    result = enhance_faces(photo, model=network, aligned=True, upscale=upscale, device="cpu")
+    out, report = result.image, result.report
     rows, cols = shape[0] * upscale, shape[1] * upscale
     assert out.shape == (rows, cols, 3)
-    (face,) = report[0].faces
-    assert face.size == 64 and face.box == (0, 0, cols, rows) and report[0].aligned
+    (face,) = report.faces
+    assert face.size == 64 and face.box == (0, 0, cols, rows) and report.aligned
     # What GFPGAN's has_aligned does: the whole image at the network's size through the network, then resized.
     crop = np.clip(resize(photo.astype(np.float32) / 255, 64, 64), 0, 1)
     with torch.no_grad():
         restored = network(torch.from_numpy(crop).permute(2, 0, 1)[None]).permute(0, 2, 3, 1)[0].numpy()
     expected = np.clip(resize(np.rint(restored * 255).astype(np.float32) / 255, cols, rows), 0, 1)
     assert np.abs(out.astype(np.float32) - expected * 255).max() <= 1.01
-    weight_free: list = []
-    enhance_faces(photo, aligned=True, report=weight_free)
+    weight_free = enhance_faces(photo, aligned=True).report
     # the weight-free method runs at the input's own size, its long side rounded up to a multiple of 16
-    assert weight_free[0].faces[0].size == {(96, 96): 96, (120, 80): 128}[shape]
+    assert weight_free.faces[0].size == {(96, 96): 96, (120, 80): 128}[shape]
 
 
+@pytest.mark.slow
 def test_saved_faces_stitch_back_bit_for_bit_and_an_edited_face_changes_only_its_box(astronaut, tmp_path):
-    from tessera.image import load_image, save_image
+    from tessera.image.read import load_image
+    from tessera.image.write import save_image
     from tessera.tasks.faces_manifest import stitch_faces
 
     photo = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)
     for dtype, upscale, folder in ((np.uint8, 1, tmp_path / "u8"), (np.uint16, 2, tmp_path / "u16")):
         source = photo.astype(dtype) * (257 if dtype == np.uint16 else 1)
-        report: list = []
-        out = enhance_faces(source, model=small_gpen(), upscale=upscale, strength=0.9, save_faces=folder,
-                            report=report, device="cpu")
-        manifest = report[0].manifest
+        result = enhance_faces(source, model=small_gpen(), upscale=upscale, strength=0.9, save_faces=folder,
+                               device="cpu")
+        out, report = result.image, result.report
+        manifest = report.manifest
         assert manifest == folder / "manifest.json"
         assert np.array_equal(stitch_faces(manifest, source), out)
     # Edit face 0 (paint it black): only that face's box changes.
     restored = folder / "face_000_restored.png"
     save_image(np.zeros_like(load_image(restored).pixels), restored)
     edited = stitch_faces(folder / "manifest.json", photo.astype(np.uint16) * 257)
-    (box,) = [face.box for face in report[0].faces if face.index == 0]
+    (box,) = [face.box for face in report.faces if face.index == 0]
     assert changed_outside(out, edited, [box]) == 0 and np.any(edited != out)
 
 
@@ -491,16 +495,14 @@ def test_saved_aligned_faces_stitch_back_bit_for_bit(astronaut, tmp_path):
     from tessera.tasks.faces_manifest import stitch_faces
 
     crop = np.ascontiguousarray(astronaut[40:240, 140:340])
-    report: list = []
-    out = enhance_faces(crop, model=small_gpen(), aligned=True, save_faces=tmp_path, report=report, device="cpu")
-    assert np.array_equal(stitch_faces(report[0].manifest, crop), out)
+    result = enhance_faces(crop, model=small_gpen(), aligned=True, save_faces=tmp_path, device="cpu")
+    out, report = result.image, result.report
+    assert np.array_equal(stitch_faces(report.manifest, crop), out)
 
 
 @pytest.fixture(scope="module")
 def saved_once(astronaut, tmp_path_factory) -> Path:
-    report: list = []
-    enhance_faces(astronaut, save_faces=tmp_path_factory.mktemp("saved") / "faces", report=report)
-    return report[0].manifest.parent
+    return enhance_faces(astronaut, save_faces=tmp_path_factory.mktemp("saved") / "faces").report.manifest.parent
 
 
 @pytest.fixture
@@ -556,6 +558,7 @@ def test_stitch_refuses_a_photo_of_another_size(saved_faces):
         stitch_faces(manifest, photo[:500])
 
 
+@pytest.mark.slow
 def test_stitch_reproduces_enhance_with_parsing_masks(astronaut, tmp_path, monkeypatch):
     from test_face_parsing import cached_parsenet, small_parsenet
 
@@ -563,9 +566,9 @@ def test_stitch_reproduces_enhance_with_parsing_masks(astronaut, tmp_path, monke
 
     cached_parsenet(tmp_path, monkeypatch, small_parsenet())
     photo = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)
-    report: list = []
-    out = enhance_faces(photo, model=small_gpen(), parse_mask="parsenet", save_faces=tmp_path / "faces",
-                        model_dir=tmp_path, report=report, device="cpu")
-    manifest = read_face_manifest(report[0].manifest)
+    result = enhance_faces(photo, model=small_gpen(), parse_mask="parsenet", save_faces=tmp_path / "faces",
+                           model_dir=tmp_path, device="cpu")
+    out, report = result.image, result.report
+    manifest = read_face_manifest(report.manifest)
     assert manifest.parse_mask == "parsenet" and len(manifest.faces) == 2
     assert np.array_equal(stitch_faces(manifest, photo, model_dir=tmp_path), out)

@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data
 
 from tessera import cli
-from tessera.image import load_image
+from tessera.image.read import load_image
 
 
 @pytest.fixture
@@ -89,6 +89,7 @@ def test_a_face_index_that_was_not_found_exits_2_with_one_line(portrait, tmp_pat
     assert len(err) == 1 and "face 3 not found" in err[0] and not out.exists()
 
 
+@pytest.mark.slow
 def test_save_faces_then_enhance_stitch_gives_the_same_image_and_takes_edits(portrait, tmp_path, capsys):
     out, faces, again = tmp_path / "out.png", tmp_path / "faces", tmp_path / "again.png"
     assert cli.main(["enhance", str(portrait), "-o", str(out), "--save-faces", str(faces), "--upscale", "2"]) == 0

@@ -111,6 +111,26 @@ def test_deblur_reports_each_tile_and_every_front_end_defaults_to_the_same_metho
     assert DeblurOptions().method == FaceOptions().deblur_method == DEBLUR_METHODS[0] == "hyper-laplacian"
 
 
+def test_deblur_takes_only_the_cancel_event_of_a_callers_runtime():
+    """The deconvolution runs on the host in float32 whatever runtime the caller passes (a half-precision or GPU
+    one included); its cancel event still stops the tiles."""
+    import threading
+
+    import torch
+
+    from tessera.engine import Runtime
+    from tessera.errors import CancelledError
+
+    _, blurred = blurred_astronaut(9, 0)
+    crop, blur = blurred[:128, :128], MotionBlur(9, 0)
+    half = Runtime(torch.device("cpu"), "bf16")
+    assert np.array_equal(deblur(crop, blur=blur, tile=64, runtime=half), deblur(crop, blur=blur, tile=64))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        deblur(crop, blur=blur, tile=64, runtime=Runtime(torch.device("cpu"), cancel=cancel))
+
+
 def test_tiled_deblur_gains_as_much_as_one_piece():
     sharp, blurred = blurred_astronaut(12, 75)
     blur = estimate_motion_blur(blurred)

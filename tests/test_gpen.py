@@ -49,6 +49,7 @@ def load_golden(name: str):
 # ------------------------------------------------------------------------------------------ golden references
 @needs_golden
 @pytest.mark.parametrize(("name", "tolerance"), [("tiny64", 1e-4), ("bfr256", 1e-3)])
+@pytest.mark.slow
 def test_reproduces_original_generator(name, tolerance):
     weights, image, expected, metadata = load_golden(name)
     config = gpen_config_from_state_dict(weights)
@@ -108,6 +109,7 @@ def test_foreign_or_altered_layouts_raise_model_error():
         gpen_config_from_state_dict(reshaped)
 
 
+@pytest.mark.slow
 def test_spandrel_loader_detects_gpen_from_file(tmp_path):
     known = [support.architecture.id for support in spandrel.MAIN_REGISTRY]
     model = random_gpen(SMALL)
@@ -151,6 +153,7 @@ def test_rejects_input_of_wrong_size():
         model(torch.zeros(1, 1, 64, 64))
 
 
+@pytest.mark.slow
 def test_encoder_features_reach_the_output():
     model = random_gpen(SMALL)
     image = random_input(64)
@@ -161,6 +164,7 @@ def test_encoder_features_reach_the_output():
     assert (before - after).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_batch_items_are_independent():
     model = random_gpen(SMALL)
     image = random_input(64, batch=3)
@@ -218,6 +222,7 @@ def test_upfirdn2d_down_and_negative_pad_match_their_definitions():
     assert torch.allclose(upfirdn2d(image, kernel, up=2), upfirdn2d(stuffed, kernel))
 
 
+@pytest.mark.slow
 def test_gpen_2048_is_run_with_gpen_s_alpha_0_8_unless_a_strength_is_given():
     """GPEN's run.sh runs GPEN-BFR-2048 with --alpha 0.8: restored = 0.8 restored + 0.2 original under the mask."""
     from dataclasses import replace
@@ -226,18 +231,19 @@ def test_gpen_2048_is_run_with_gpen_s_alpha_0_8_unless_a_strength_is_given():
     from skimage import data
 
     from tessera.models.catalog import get_entry
-    from tessera.models.loader import from_descriptor
+    from tessera.models.wrapping import from_descriptor
     from tessera.tasks.faces import enhance_faces
 
     descriptor = GPENArch().load(random_gpen(SMALL).state_dict())
     loaded = from_descriptor(descriptor, entry=get_entry("gpen-bfr-2048"))
-    assert loaded.extra["face_strength"] == 0.8 and loaded.face_size == 2048
-    assert "face_strength" not in from_descriptor(descriptor, entry=get_entry("gpen-bfr-512")).extra
+    assert loaded.face_strength == 0.8 and loaded.face_size == 2048
+    assert from_descriptor(descriptor, entry=get_entry("gpen-bfr-512")).face_strength is None
     network = replace(loaded, face_size=64)  # the random network is 64 px: run it at its own size
     photo = data.astronaut()
-    reports: list = []
-    default = enhance_faces(photo, model=network, report=reports, device="cpu").astype(float)
-    full = enhance_faces(photo, model=network, strength=1.0, report=reports, device="cpu").astype(float)
+    first = enhance_faces(photo, model=network, device="cpu")
+    second = enhance_faces(photo, model=network, strength=1.0, device="cpu")
+    default, full = first.image.astype(float), second.image.astype(float)
+    reports = [first.report, second.report]
     assert [report.strength for report in reports] == [0.8, 1.0]
     assert np.abs(full - photo).max() > 20
     assert np.abs((default - photo) - 0.8 * (full - photo)).max() <= 1.0  # rounding only

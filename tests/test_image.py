@@ -15,17 +15,11 @@ import tifffile
 from PIL import Image, ImageCms, ImageOps
 from skimage import data as skdata
 
-from tessera import image as image_io
 from tessera.errors import ImageReadError, ImageTooLargeError, InputError, OptionError, OutputError
-from tessera.image import (
-    DEFAULT_MAX_PIXELS,
-    Picture,
-    from_float,
-    load_image,
-    read_image_size,
-    save_image,
-    to_float,
-)
+from tessera.image import atomic as image_atomic, pixels as image_pixels, tiff as image_tiff, write as image_write
+from tessera.image.pixels import Picture, from_float, to_float
+from tessera.image.read import DEFAULT_MAX_PIXELS, load_image, read_image_size
+from tessera.image.write import save_image
 
 # ------------------------------------------------------------------------------------------------- fixtures
 
@@ -145,7 +139,7 @@ def test_lossless_formats_round_trip_rgb_exactly(tmp_path: Path, photo: np.ndarr
     assert picture.pixels.dtype == np.uint8 and picture.pixels.flags.c_contiguous
     np.testing.assert_array_equal(picture.pixels, photo)
     assert picture.alpha is None and not picture.gray
-    assert picture.source == path and picture.format == image_io.IMAGE_SUFFIXES[suffix]
+    assert picture.source == path and picture.format == image_write.IMAGE_SUFFIXES[suffix]
     assert (picture.width, picture.height) == (photo.shape[1], photo.shape[0]) == read_image_size(path)
 
 
@@ -323,7 +317,7 @@ def test_bigtiff_and_tiled_tiff_are_read(tmp_path: Path, photo16: np.ndarray) ->
 def test_bigtiff_is_written_when_data_exceeds_the_classic_limit(
     tmp_path: Path, photo16: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(image_io, "_BIGTIFF_FROM_BYTES", 1000)  # stands for ~4 GB
+    monkeypatch.setattr(image_write, "_BIGTIFF_FROM_BYTES", 1000)  # stands for ~4 GB
     path = save_image(Picture(photo16, exif=make_exif()), tmp_path / "big.tif")
     assert path.read_bytes()[:4] == b"II+\x00"
     picture = load_image(path)
@@ -476,7 +470,7 @@ def test_limit_is_configurable_and_checked_before_any_decoder_runs(
         raise AssertionError("decoded although over the limit")
 
     monkeypatch.setattr(Image.Image, "load", refuse)
-    monkeypatch.setattr(image_io, "_decode_with_opencv", refuse)
+    monkeypatch.setattr(image_tiff, "_decode_with_opencv", refuse)
     monkeypatch.setattr(tifffile.TiffPage, "asarray", refuse)
     pixels = photo.shape[0] * photo.shape[1]
     for path in paths:
@@ -591,7 +585,7 @@ def test_permission_denied_on_the_temporary_file_is_an_output_error(
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(image_io, "open", no_creation, raising=False)
+    monkeypatch.setattr(image_atomic, "open", no_creation, raising=False)
     with pytest.raises(OutputError, match="permission denied") as caught:
         save_image(photo, tmp_path / "out.png")
     assert str(tmp_path / "out.png") in str(caught.value)
@@ -618,7 +612,7 @@ def test_failed_encoding_leaves_neither_temporary_nor_output(
         file.write(b"\x89PNG partial")
         raise RuntimeError("encoder crashed")
 
-    monkeypatch.setitem(image_io._ENCODERS, "PNG", half_then_fail)
+    monkeypatch.setitem(image_write._ENCODERS, "PNG", half_then_fail)
     with pytest.raises(RuntimeError, match="encoder crashed"):
         save_image(photo, tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
@@ -633,7 +627,7 @@ def test_failed_encoding_leaves_neither_temporary_nor_output(
         file.write(b"x" * 100)
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setitem(image_io._ENCODERS, "PNG", disk_error)
+    monkeypatch.setitem(image_write._ENCODERS, "PNG", disk_error)
     with pytest.raises(OutputError, match="out.png"):
         save_image(photo, tmp_path / "out.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.png"]
@@ -702,5 +696,5 @@ def test_float_conversions_round_trip_and_clip() -> None:
     np.testing.assert_array_equal(from_float(out_of_range, np.uint8), [0, 128, 255, 0])
     np.testing.assert_array_equal(from_float(out_of_range, np.float32), [0.0, 0.5, 1.0, 0.0])
     np.testing.assert_array_equal(
-        image_io._convert_dtype(every16, np.dtype(np.uint8)), from_float(to_float(every16), np.uint8)
+        image_pixels.convert_dtype(every16, np.dtype(np.uint8)), from_float(to_float(every16), np.uint8)
     )

@@ -26,10 +26,11 @@ from skimage import data as skdata
 from conftest import load_bench
 from test_image import cmyk_gray_profile
 
-from tessera import image as image_io
 from tessera.cli import main
 from tessera.errors import ImageReadError, ImageTooLargeError, OptionError
-from tessera.image import FirstFrameWarning, load_image, read_image_size, save_image
+from tessera.image import decode as image_decode
+from tessera.image.read import FirstFrameWarning, load_image, read_image_size
+from tessera.image.write import save_image
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def _modes(photo: np.ndarray) -> dict[str, bytes]:
 @pytest.fixture
 def small_bands(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bands of a row or two, so that small pictures go through many bands (and each band's edge cases)."""
-    monkeypatch.setattr(image_io, "_BAND_BYTES", 1 << 12)
+    monkeypatch.setattr(image_decode, "BAND_BYTES", 1 << 12)
 
 
 @pytest.mark.usefixtures("small_bands")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tessera import image
 from tessera.errors import OptionError, OutputError
-from tessera.image import (check_output, check_output_folder, check_output_size, remove_stale_temporaries, save_image,
-                           write_atomically)
+from tessera.image import atomic
+from tessera.image.atomic import remove_stale_temporaries, write_atomically
+from tessera.image.write import check_output, check_output_folder, check_output_size, save_image
 
 PIXELS = np.zeros((8, 8, 3), np.uint8)
 
@@ -29,7 +29,7 @@ def _dead_pid() -> int:
 
 def _temporary(folder: Path, target: str, pid: int, host: str | None = None) -> Path:
     """A file named the way tessera names its temporary files, as a writer of ``pid`` would have left it."""
-    path = folder / f".{target}.{host or image._host_tag()}-{pid}-0123abcd.tessera-tmp"
+    path = folder / f".{target}.{host or atomic._host_tag()}-{pid}-0123abcd.tessera-tmp"
     path.write_bytes(b"half an image")
     return path
 
@@ -72,7 +72,7 @@ def test_any_exception_during_the_write_removes_the_temporary_file(tmp_path, fai
 def test_a_later_write_removes_what_a_dead_writer_left_and_nothing_else(tmp_path):
     dead = _temporary(tmp_path, "photo.png", _dead_pid())
     live = _temporary(tmp_path, "other.png", os.getpid())
-    other_machine = _temporary(tmp_path, "shared.png", _dead_pid(), host="ffffffff" if image._host_tag() != "ffffffff"
+    other_machine = _temporary(tmp_path, "shared.png", _dead_pid(), host="ffffffff" if atomic._host_tag() != "ffffffff"
                                else "00000000")
     foreign = tmp_path / ".photo.1234abcd.tmp.png"  # not tessera's naming: never ours to delete
     foreign.write_bytes(b"x")
@@ -84,7 +84,7 @@ def test_a_later_write_removes_what_a_dead_writer_left_and_nothing_else(tmp_path
 
 def test_an_old_temporary_file_is_stale_whoever_wrote_it(tmp_path):
     old = _temporary(tmp_path, "photo.png", os.getpid())  # a live pid, but reused long after its writer died
-    _age(old, image.STALE_TEMPORARY_SECONDS + 60)
+    _age(old, atomic.STALE_TEMPORARY_SECONDS + 60)
     recent = _temporary(tmp_path, "photo2.png", os.getpid())
     assert remove_stale_temporaries(tmp_path) == [old]
     assert recent.exists()
@@ -103,7 +103,7 @@ def test_a_live_writer_in_another_process_keeps_its_temporary_file(tmp_path):
 
 
 def test_only_regular_files_of_our_naming_are_swept(tmp_path):
-    folder = tmp_path / f".x.png.{image._host_tag()}-{_dead_pid()}-0123abcd.tessera-tmp"
+    folder = tmp_path / f".x.png.{atomic._host_tag()}-{_dead_pid()}-0123abcd.tessera-tmp"
     folder.mkdir()
     assert remove_stale_temporaries(tmp_path) == [] and folder.is_dir()
 
@@ -139,7 +139,7 @@ def test_check_output_tries_a_real_write(tmp_path, monkeypatch):
             raise OSError(30, "Read-only file system")
         return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(image, "open", refuse, raising=False)
+    monkeypatch.setattr(atomic, "open", refuse, raising=False)
     with pytest.raises(OutputError, match="Read-only file system"):
         check_output(tmp_path / "out.png")
 

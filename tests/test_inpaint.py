@@ -12,10 +12,11 @@ from PIL import Image
 from scipy import ndimage
 
 from tessera.errors import CancelledError, InputError
-from tessera.image import load_image, save_image
+from tessera.image.read import load_image
+from tessera.image.write import save_image
 from tessera.models.classical.inpaint import inpaint_patchmatch, inpaint_telea, telea_model
 from tessera.tasks.inpaint import inpaint, region_input, region_output, stitch
-from tessera.tasks.inpaint_plan import Box, Region
+from tessera.tasks.inpaint_regions import Box, Region
 
 
 class _TinyInpainter(torch.nn.Module):
@@ -67,9 +68,9 @@ def test_pixels_outside_the_grown_mask_are_bit_identical(tiny, photo, dtype):
     image = np.dstack([photo.astype(np.uint16) * scale, alpha]).astype(dtype)  # RGBA
     mask = _marks(photo.shape[:2], (20, 30, 40, 60), (180, 250, 230, 300))
     for model in (tiny, "telea"):
-        reports = []
-        out = inpaint(image, mask, model=model, grow=3, feather=4, device="cpu", report=reports)
-        assert len(reports[0].regions) == 2
+        done = inpaint(image, mask, model=model, grow=3, feather=4, device="cpu")
+        out, report = done.image, done.report
+        assert len(report.regions) == 2
         assert out.dtype == image.dtype and out.shape == image.shape
         grown = _grown(mask, 3 + 4)  # the grown mask and its feather band
         assert np.array_equal(out[~grown], image[~grown])
@@ -81,18 +82,17 @@ def test_strategies_keep_outside_pixels_and_fill_holes(photo):
     mask = _marks(photo.shape[:2], (10, 10, 30, 30), (200, 280, 230, 310))
     hole = mask > 127
     for strategy in ("auto", "crop", "resize", "full"):
-        reports = []
-        out = inpaint(photo, mask, model="telea", strategy=strategy, max_size=128 if strategy == "resize" else "auto",
-                      report=reports)
+        done = inpaint(photo, mask, model="telea", strategy=strategy, max_size=128 if strategy == "resize" else "auto")
+        out, report = done.image, done.report
         assert np.array_equal(out[~hole], photo[~hole]), strategy
         assert np.abs(out[hole].astype(int) - photo[hole]).mean() < 40, strategy  # a fill, not garbage
         if strategy == "resize":
-            assert max(reports[0].regions[0].run_shape) <= 128
+            assert max(report.regions[0].run_shape) <= 128
 
 
 def test_grey_photo_stays_grey_and_2d(photo):
     grey = np.ascontiguousarray(photo[:, :, 1])
-    out = inpaint(grey, _marks(grey.shape, (50, 50, 70, 90)), model="patchmatch")
+    out = inpaint(grey, _marks(grey.shape, (50, 50, 70, 90)), model="patchmatch").image
     assert out.shape == grey.shape and out.dtype == np.uint8
 
 
@@ -124,9 +124,8 @@ def test_save_regions_and_stitch_round_trip(tmp_path, photo):
     save_image(photo, source)
     mask = _marks(photo.shape[:2], (20, 30, 40, 60), (180, 250, 230, 300))
     folder = tmp_path / "regions"
-    reports = []
-    out = inpaint(source, mask, model="telea", feather=3, save_regions=folder, report=reports)
-    manifest = reports[0].manifest
+    done = inpaint(source, mask, model="telea", feather=3, save_regions=folder)
+    out, manifest = done.image, done.report.manifest
     data = json.loads(manifest.read_text())
     assert len(data["regions"]) == 2 and data["input"] == str(source.resolve())
     assert np.array_equal(stitch(manifest).pixels, out.pixels)
@@ -166,7 +165,7 @@ def test_bad_options_and_masks_raise_input_errors(photo):
     with pytest.raises(InputError, match="max_size"):
         inpaint(photo, _marks(photo.shape[:2], (5, 5, 9, 9)), model="telea", max_size=8)
     resized = inpaint(photo, np.kron(_marks((120, 160), (10, 10, 20, 20)), np.ones((3, 3), np.uint8)),
-                      model="telea", resize_mask=True)
+                      model="telea", resize_mask=True).image
     assert resized.shape == photo.shape
 
 
@@ -235,9 +234,8 @@ def test_a_long_scratch_is_filled_in_pieces_exactly_and_without_a_step_at_their_
     mask = np.zeros(photo.shape[:2], np.uint8)
     cv2.line(mask, (40, 1000), (2960, 1060), 255, 6)
     hole = mask > 127
-    reports = []
-    out = inpaint(photo, mask, model="telea", max_size=1024, report=reports)
-    regions = reports[0].regions
+    done = inpaint(photo, mask, model="telea", max_size=1024)
+    out, regions = done.image, done.report.regions
     assert len(regions) > 4 and not any(r.downscaled for r in regions) and any(r.known for r in regions)
     assert np.array_equal(out[~hole], photo[~hole])
     assert (out[hole] != photo[hole]).any()
@@ -271,13 +269,13 @@ def test_feather_without_grow_leaves_nothing_of_the_object_and_stitches_back_exa
 
     assert reddish(photo) > 4000
     folder = tmp_path / "regions"
-    reports = []
-    out = inpaint(photo, mask, model="telea", feather=6, save_regions=folder, report=reports)
+    done = inpaint(photo, mask, model="telea", feather=6, save_regions=folder)
+    out, report = done.image, done.report
     assert reddish(out) == 0
     band = _grown(mask, 6)
     assert np.array_equal(out[~band], photo[~band])
     assert (out[band & (mask <= 127)] != photo[band & (mask <= 127)]).any()  # the band blends
-    assert np.array_equal(stitch(reports[0].manifest, photo), out)
+    assert np.array_equal(stitch(report.manifest, photo), out)
 
 
 @pytest.mark.filterwarnings("ignore::tessera.masks.LargeMaskWarning")

@@ -105,6 +105,7 @@ def write_layout(layout: str, network, inputs, folder):
 
 @pytest.mark.parametrize("layout", ["iopaint-torchscript.pt", "lightning.ckpt", "to-jit-state.pth",
                                     "to-jit-traced.pt"])
+@pytest.mark.slow
 def test_every_published_layout_loads_as_the_same_network(lama, inputs, tmp_path, layout):
     path = write_layout(layout, lama.model, inputs, tmp_path)
     if layout.startswith("to-jit"):
@@ -149,6 +150,7 @@ def authors_checkpoint(lama, tmp_path_factory):
     return write_authors_checkpoint(lama.model, tmp_path_factory.mktemp("big-lama") / "best.ckpt")
 
 
+@pytest.mark.slow
 def test_the_authors_protocol2_checkpoint_with_an_omegaconf_config_loads(lama, inputs, authors_checkpoint,
                                                                          monkeypatch):
     with zipfile.ZipFile(authors_checkpoint) as archive:
@@ -172,6 +174,7 @@ def test_the_authors_protocol2_checkpoint_with_an_omegaconf_config_loads(lama, i
     assert_loads_as(authors_checkpoint, lama.model, inputs)
 
 
+@pytest.mark.slow
 def test_big_lama_original_installs_from_its_zip_and_loads(lama, inputs, authors_checkpoint, server, tmp_path):
     entry = get_entry("big-lama-original")
     body = downloads.zip_with(entry.archive_member, authors_checkpoint.read_bytes())

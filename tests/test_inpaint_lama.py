@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tessera.tasks.inpaint import inpaint, sizing_for
-from tessera.tasks.inpaint_plan import Box
+from tessera.tasks.inpaint_regions import Box
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +21,16 @@ def lama():
     return ModelLoader().load_from_state_dict(state).eval()
 
 
+@pytest.mark.slow
 def test_auto_on_a_small_photo_equals_a_direct_spandrel_call(lama):
     from skimage import data
 
     photo = np.ascontiguousarray(data.astronaut()[200:296, 150:278])  # 96x128: one crop = the whole photo
     mask = np.zeros(photo.shape[:2], np.uint8)
     mask[30:52, 40:75] = 255
-    reports = []
-    out = inpaint(photo, mask, model=lama, strategy="auto", device="cpu", report=reports)
-    assert len(reports[0].regions) == 1 and reports[0].regions[0].crop == Box(0, 0, 96, 128)
+    done = inpaint(photo, mask, model=lama, strategy="auto", device="cpu")
+    out, report = done.image, done.report
+    assert len(report.regions) == 1 and report.regions[0].crop == Box(0, 0, 96, 128)
 
     x = torch.from_numpy(photo.astype(np.float32) / 255).permute(2, 0, 1)[None]
     m = torch.from_numpy((mask > 127).astype(np.float32))[None, None]
@@ -43,6 +44,7 @@ def test_auto_on_a_small_photo_equals_a_direct_spandrel_call(lama):
 
 
 
+@pytest.mark.slow
 def test_lama_crops_are_power_of_two_in_half_precision(lama):
     from tessera.engine import Runtime
     from tessera.models.loader import as_model
@@ -56,6 +58,7 @@ def test_lama_crops_are_power_of_two_in_half_precision(lama):
 
 
 
+@pytest.mark.slow
 def test_bf16_runs_with_power_of_two_crops_and_stays_close_to_fp32(lama):
     """torch.fft has no bf16: the Fourier units run in float32 inside a bf16 network (checked here on the CPU)."""
     from skimage import data
@@ -68,12 +71,12 @@ def test_bf16_runs_with_power_of_two_crops_and_stays_close_to_fp32(lama):
     with torch.inference_mode():
         y = lama(x, torch.from_numpy(hole.astype(np.float32))[None, None])
     reference = np.rint(y[0].permute(1, 2, 0).numpy() * 255)
-    reports = []
     try:
-        half = inpaint(photo, mask, model=lama, strategy="crop", device="cpu", precision="bf16", report=reports)
+        done = inpaint(photo, mask, model=lama, strategy="crop", device="cpu", precision="bf16")
     finally:
         lama.model.float()
-    (region,) = reports[0].regions
-    assert reports[0].precision == "bf16" and region.pad_to == (128, 128)
+    half, report = done.image, done.report
+    (region,) = report.regions
+    assert report.precision == "bf16" and region.pad_to == (128, 128)
     assert np.array_equal(half[~hole], photo[~hole])
     assert np.abs(half[hole] - reference[hole]).mean() < 3

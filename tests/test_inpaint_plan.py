@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from tessera.errors import OptionError
-from tessera.tasks.inpaint_plan import Box, Sizing, auto_margin, find_holes, group_holes, plan_regions
+from tessera.tasks.inpaint_plan import plan_regions
+from tessera.tasks.inpaint_regions import Box, auto_margin, find_holes, group_holes
+from tessera.tasks.inpaint_sizing import Sizing
 
 
 def _mask(shape, *boxes):

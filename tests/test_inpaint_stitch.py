@@ -13,7 +13,7 @@ import pytest
 
 from tessera.cli import main
 from tessera.errors import InputError
-from tessera.image import save_image
+from tessera.image.write import save_image
 from tessera.tasks import inpaint_paste, manifest_checks
 from tessera.tasks.inpaint import inpaint, stitch
 
@@ -143,13 +143,13 @@ def test_region_files_of_another_size_are_refused_before_anything_is_decoded(sav
     manifest, data = saved
     second = data["regions"][1]
     save_image(np.zeros((5, 7, 3), np.uint8), manifest.parent / second["result"])
-    from tessera import image
+    from tessera.image import read as image_read
     from tessera.tasks import common
 
     def reached(*args, **kwargs):
         raise AssertionError("decoded before the region files were checked")
 
-    monkeypatch.setattr(image, "load_image", reached)
+    monkeypatch.setattr(image_read, "load_image", reached)
     monkeypatch.setattr(common, "load_image", reached)
     with pytest.raises(InputError, match="is 7x5, expected"):
         stitch(manifest)

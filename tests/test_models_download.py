@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tessera.errors import ChecksumError, ModelError, OptionError, ResourceError
-from tessera.models import catalog, download, loader
+from tessera.models import archive, catalog, checksums, download, loader, transfer
 from tessera.models.catalog import CatalogEntry
 from tessera.models.formats import containers_for, weight_container
 
@@ -150,7 +150,7 @@ def add_entry(monkeypatch, **fields) -> CatalogEntry:
     values.update(fields)
     entry = CatalogEntry(**values)
     monkeypatch.setattr(catalog, "CATALOG", (entry,))
-    monkeypatch.setattr(download, "CATALOG", (entry,))
+    monkeypatch.setattr(checksums, "CATALOG", (entry,))
     monkeypatch.setattr(catalog, "_INDEX", {catalog._key(entry.name): entry})
     return entry
 
@@ -330,7 +330,7 @@ def test_archive_member_is_extracted_and_the_archive_dropped(server, monkeypatch
     record = json.loads(path.with_name("big-best.ckpt.json").read_text())
     assert record["sha256"] == sha256(weights)
     assert record["download"]["sha256"] == sha256(body)
-    [result] = download.verify("test-model", model_dir=tmp_path)
+    [result] = checksums.verify("test-model", model_dir=tmp_path)
     assert result.status == "unverified" and result.ok
 
 
@@ -369,11 +369,11 @@ def test_endless_response_stops_at_the_cap_and_deletes_its_part(server, monkeypa
 def test_download_cap_comes_from_the_environment(server, monkeypatch, tmp_path):
     server.endless["/endless.pth"] = None
     add_entry(monkeypatch, urls=(server.url("/endless.pth"),))
-    monkeypatch.setenv(download.MAX_DOWNLOAD_VARIABLE, "512K")
+    monkeypatch.setenv(transfer.MAX_DOWNLOAD_VARIABLE, "512K")
     with pytest.raises(ModelError, match="more than 524,288 bytes"):
         download.pull("test-model", model_dir=tmp_path, trust=True)
     assert list((tmp_path / "models").iterdir()) == []
-    monkeypatch.setenv(download.MAX_DOWNLOAD_VARIABLE, "lots")
+    monkeypatch.setenv(transfer.MAX_DOWNLOAD_VARIABLE, "lots")
     with pytest.raises(OptionError, match="TESSERA_MAX_DOWNLOAD_BYTES 'lots'"):
         download.pull("test-model", model_dir=tmp_path, trust=True)
 
@@ -430,14 +430,15 @@ class _FillingDisk:
 
 
 def fill_disk_after(monkeypatch, room: int) -> None:
-    """Make the files the download module writes share a disk that is full after ``room`` bytes."""
+    """Make the files the download modules write share a disk that is full after ``room`` bytes."""
     real_open, left = open, [room]
 
     def opening(path, mode="r", *args, **kwargs):
         file = real_open(path, mode, *args, **kwargs)
         return _FillingDisk(file, left) if any(flag in mode for flag in "wa") else file
 
-    monkeypatch.setattr(download, "open", opening, raising=False)
+    for module in (transfer, archive):  # the transfer into the .part, and the extraction of an archive member
+        monkeypatch.setattr(module, "open", opening, raising=False)
 
 
 def test_full_disk_during_the_transfer_deletes_the_part(server, monkeypatch, tmp_path):
@@ -511,11 +512,11 @@ def test_unpublished_download_waits_for_trust_and_is_not_fetched_again(server, m
     assert not list(path.parent.glob("*.part*"))
     record = json.loads(path.with_name("test-model.pth.json").read_text())
     assert record["sha256"] == sha256(body) and "trust on first use" in record["checked_against"]
-    [result] = download.verify("test-model", model_dir=tmp_path)
+    [result] = checksums.verify("test-model", model_dir=tmp_path)
     assert (result.status, result.kind, result.ok) == ("unverified", "recorded sha256", True)
 
     path.write_bytes(body[:-1] + b"!")
-    [result] = download.verify(model_dir=tmp_path)
+    [result] = checksums.verify(model_dir=tmp_path)
     assert result.status == "mismatch" and not result.ok
     assert result.expected == record["sha256"] and result.actual != result.expected
 
@@ -580,7 +581,7 @@ def test_trust_records_a_file_copied_into_the_cache_by_hand(server, monkeypatch,
     path = cache_file(tmp_path, "test-model.pth", body)
     with pytest.raises(ChecksumError, match=f"was not pulled.*sha256 {sha256(body)}.*--trust"):
         loader.resolve_model_file("test-model", tmp_path)
-    [result] = download.verify(model_dir=tmp_path)
+    [result] = checksums.verify(model_dir=tmp_path)
     assert result.status == "unchecked" and not result.ok
 
     with pytest.raises(ChecksumError, match="not the expected"):
@@ -591,7 +592,7 @@ def test_trust_records_a_file_copied_into_the_cache_by_hand(server, monkeypatch,
     assert loader.resolve_model_file("test-model", tmp_path)[0] == path
     record = json.loads(path.with_name("test-model.pth.json").read_text())
     assert record["url"] is None and "found in the cache" in record["checked_against"]
-    [result] = download.verify(model_dir=tmp_path)
+    [result] = checksums.verify(model_dir=tmp_path)
     assert result.status == "unverified"
 
 
@@ -646,8 +647,8 @@ def test_hashing_on_load_happens_once_per_version_of_the_file(monkeypatch, tmp_p
     add_entry(monkeypatch, sha256=sha256(body))
     path = cache_file(tmp_path, "test-model.pth", body)
     hashed: list[str] = []
-    real_digests = download.file_digests
-    monkeypatch.setattr(download, "file_digests", lambda p: hashed.append(str(p)) or real_digests(p))
+    real_digests = checksums.file_digests
+    monkeypatch.setattr(checksums, "file_digests", lambda p: hashed.append(str(p)) or real_digests(p))
 
     for _ in range(3):
         loader.resolve_model_file("test-model", tmp_path)
@@ -666,7 +667,7 @@ def test_a_pull_remembers_the_digests_so_the_first_load_does_not_hash(server, mo
     body = payload()
     add_entry(monkeypatch, urls=(serve(server, "w.pth", body),), sha256=sha256(body))
     download.pull("test-model", model_dir=tmp_path)
-    monkeypatch.setattr(download, "file_digests", lambda p: pytest.fail(f"hashed {p} again"))
+    monkeypatch.setattr(checksums, "file_digests", lambda p: pytest.fail(f"hashed {p} again"))
     loader.resolve_model_file("test-model", tmp_path)
 
 
@@ -676,16 +677,16 @@ def test_read_only_cache_still_checks(monkeypatch, tmp_path):
     cache_file(tmp_path, "test-model.pth", body)
 
     def read_only(path, *args, **kwargs):
-        raise download.OutputError(f"{path}: cannot write (read-only file system)")
+        raise checksums.OutputError(f"{path}: cannot write (read-only file system)")
 
-    monkeypatch.setattr(download, "write_atomically", read_only)
+    monkeypatch.setattr(checksums, "write_atomically", read_only)
     assert loader.resolve_model_file("test-model", tmp_path)[1].name == "test-model"
 
 
 def test_default_inpaint_with_a_tampered_cached_lama_is_refused(monkeypatch, tmp_path, capsys):
     """`tessera inpaint --model auto` picks the cached big-lama.pt by name, so it meets the check on load."""
     from tessera import cli
-    from tessera.image import save_image
+    from tessera.image.write import save_image
 
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "cache"))
     cache_file(tmp_path / "cache", "big-lama.pt", payload())
@@ -711,11 +712,11 @@ def test_verify_against_published_checksum(monkeypatch, tmp_path):
     body = payload()
     add_entry(monkeypatch, sha256=sha256(body))
     path = cache_file(tmp_path, "test-model.pth", body)
-    [result] = download.verify("test-model", model_dir=tmp_path)
+    [result] = checksums.verify("test-model", model_dir=tmp_path)
     assert (result.status, result.kind) == ("ok", "published sha256")
 
     path.write_bytes(body + b"\0")
-    [result] = download.verify("test-model", model_dir=tmp_path)
+    [result] = checksums.verify("test-model", model_dir=tmp_path)
     assert result.status == "mismatch"
 
 
@@ -723,26 +724,26 @@ def test_verify_rehashes_even_when_the_digests_are_remembered(monkeypatch, tmp_p
     body = payload()
     add_entry(monkeypatch, sha256=sha256(body))
     cache_file(tmp_path, "test-model.pth", body)
-    download.verify(model_dir=tmp_path)
+    checksums.verify(model_dir=tmp_path)
     hashed: list[str] = []
-    real_digests = download.file_digests
-    monkeypatch.setattr(download, "file_digests", lambda p: hashed.append(str(p)) or real_digests(p))
-    download.verify(model_dir=tmp_path)
+    real_digests = checksums.file_digests
+    monkeypatch.setattr(checksums, "file_digests", lambda p: hashed.append(str(p)) or real_digests(p))
+    checksums.verify(model_dir=tmp_path)
     assert len(hashed) == 1
 
 
 def test_verify_without_reference_is_unchecked(monkeypatch, tmp_path):
     add_entry(monkeypatch)
     cache_file(tmp_path, "test-model.pth", b"abc")
-    [result] = download.verify(model_dir=tmp_path)
+    [result] = checksums.verify(model_dir=tmp_path)
     assert result.status == "unchecked" and not result.ok
 
 
 def test_verify_of_a_model_not_in_the_cache_names_pull(monkeypatch, tmp_path):
     add_entry(monkeypatch)
     with pytest.raises(ModelError, match="tessera models pull test-model"):
-        download.verify("test-model", model_dir=tmp_path)
-    assert download.verify(model_dir=tmp_path) == []
+        checksums.verify("test-model", model_dir=tmp_path)
+    assert checksums.verify(model_dir=tmp_path) == []
 
 
 def test_pull_of_an_unknown_name_suggests_one(monkeypatch, tmp_path):

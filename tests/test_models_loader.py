@@ -12,22 +12,21 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from spandrel import MAIN_REGISTRY, Architecture, ImageModelDescriptor, ModelLoader
-from spandrel.architectures.Compact import Compact
 from spandrel.architectures.ESRGAN import ESRGAN
 from spandrel.architectures.LaMa import LaMa
 from spandrel.architectures.RestoreFormer import RestoreFormer
 from spandrel.util import KeyCondition
 
-from conftest import load_bench
+from conftest import load_bench, random_compact
 from tessera.errors import ModelError, OptionError
-from tessera.models import loader
+from tessera.models import architectures
 from tessera.models.descriptor import Model
-from tessera.models.loader import as_model, load_model, register_architecture
+from tessera.models.architectures import register_architecture
+from tessera.models.loader import as_model, load_model
 
 
 def compact(scale: int = 2) -> torch.nn.Module:
-    torch.manual_seed(scale)
-    return Compact(num_feat=8, num_conv=2, upscale=scale).eval()
+    return random_compact(scale, num_feat=8, num_conv=2, seed=scale)
 
 
 def esrgan() -> torch.nn.Module:
@@ -140,6 +139,7 @@ def lama_generator():
     return LaMa(in_nc=4, out_nc=3).eval()
 
 
+@pytest.mark.slow
 def test_lightning_lama_checkpoint(tmp_path, lama_generator, fake_lightning_modules):
     generator = {"generator." + key[len("model."):]: value for key, value in lama_generator.state_dict().items()}
     checkpoint = {
@@ -352,7 +352,7 @@ class DoublerArch(Architecture[Doubler]):
 
 @pytest.fixture
 def own_architectures(monkeypatch):
-    monkeypatch.setattr(loader, "_OWN_ARCHITECTURES", [])
+    monkeypatch.setattr(architectures, "_OWN_ARCHITECTURES", [])
 
 
 def test_register_architecture_uses_a_private_registry(tmp_path, own_architectures):
@@ -363,7 +363,7 @@ def test_register_architecture_uses_a_private_registry(tmp_path, own_architectur
     register_architecture(DoublerArch())
     register_architecture(DoublerArch())  # same id again: replaced, not duplicated
     model = load_model(tmp_path / "own.pth")
-    assert model.architecture == "TesseraTestNet" and len(loader._OWN_ARCHITECTURES) == 1
+    assert model.architecture == "TesseraTestNet" and len(architectures._OWN_ARCHITECTURES) == 1
     assert len(MAIN_REGISTRY) == size and "TesseraTestNet" not in MAIN_REGISTRY
     x = image()
     assert torch.equal(model(x), x * 0.5)

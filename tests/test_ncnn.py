@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_compact
 from ncnn_writer import write_compact
 from tessera.errors import ChecksumError, ModelError
 from tessera.models.loader import load_model
@@ -63,10 +64,7 @@ def test_animevideov3_x2_and_x3_are_the_x4_network_plus_a_resize():
 
 @pytest.fixture
 def tiny_compact():
-    torch.manual_seed(3)
-    from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
-
-    network = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2).eval()
+    network = random_compact(2, num_feat=8, num_conv=2, seed=3)
     return network, {k: v.numpy() for k, v in network.state_dict().items()}
 
 
@@ -114,6 +112,7 @@ def test_a_broken_ncnn_model_is_one_line_model_error(tmp_path, tiny_compact, cas
         load_model(param)
 
 
+@pytest.mark.slow
 def test_a_corrupted_bin_exits_2_with_one_line(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
@@ -133,6 +132,7 @@ def test_a_corrupted_bin_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.slow
 def test_import_converts_once_and_checks_the_result(tmp_path, tiny_compact):
     _network, state = tiny_compact
     param, _ = write_compact(tmp_path, state, num_conv=2, scale=2, storage="fp16", name="mine")
@@ -154,6 +154,7 @@ def test_import_converts_once_and_checks_the_result(tmp_path, tiny_compact):
         load_model("my-net", model_dir=cache)
 
 
+@pytest.mark.slow
 def test_bundled_models_convert_on_first_use_and_are_checked(tmp_path):
     wheel_models()
     listed = run_cli("models", "list", "--model-dir", str(tmp_path))
@@ -182,6 +183,7 @@ def _ncnn_runtime():
 
 @pytest.mark.parametrize("index,stem", [(0, "realesr-animevideov3-x2"), (2, "realesr-animevideov3-x4"),
                                         (4, "realesrgan-x4plus")])
+@pytest.mark.slow
 def test_converted_networks_match_the_ncnn_runtime(index, stem):
     """ncnn pads its input by reflection (10 px) before the network: the same input gives the same pixels."""
     runtime = _ncnn_runtime()

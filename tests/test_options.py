@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tessera import image
 from tessera.errors import OptionError
+from tessera.image.write import save_image
 from tessera.options import EngineOptions, FaceOptions, InpaintOptions, UpscaleOptions, parse_options
 
 REFUSED = [
@@ -44,7 +44,7 @@ def test_the_api_refuses_a_bad_scale_before_decoding(tmp_path, monkeypatch, scal
     from tessera.tasks.upscale import upscale
 
     source = tmp_path / "photo.png"
-    image.save_image(np.zeros((8, 8, 3), np.uint8), source)
+    save_image(np.zeros((8, 8, 3), np.uint8), source)
 
     def decoder_reached(*args, **kwargs):
         raise AssertionError("the photo was decoded before the options were checked")

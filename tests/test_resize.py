@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from tessera.batch_resize import fitted_size, resize_files, shrink
+from tessera.batch.resize import fitted_size, resize_files, shrink
 from tessera.errors import OptionError
-from tessera.image import Picture, load_image, save_image
+from tessera.image.pixels import Picture
+from tessera.image.read import load_image
+from tessera.image.write import save_image
 
 
 def gradient(height: int, width: int, dtype=np.uint8) -> np.ndarray:

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compact_x4
+from conftest import random_compact
 from tessera.errors import OptionError
-from tessera.image import Picture
+from tessera.image.pixels import Picture
 from tessera.models.descriptor import Model
 from tessera.tasks.upscale import plan_passes, upscale
 
@@ -25,9 +25,9 @@ def test_weight_free_default_keeps_alpha_16bit_and_metadata(rng):
     alpha = np.full((40, 50), 65535, dtype=np.uint16)
     alpha[:, :10] = 0
     picture = Picture(pixels=pixels, alpha=alpha, icc_profile=b"icc", exif=b"Exif\x00\x00stub")
-    reports: list = []
-    result = upscale(picture, device="cpu", report=reports, model="lanczos")
-    assert reports[0].weight_free and reports[0].scale == 2.0
+    done = upscale(picture, device="cpu", model="lanczos")
+    result, report = done.image, done.report
+    assert report.weight_free and report.scale == 2.0
     assert result.pixels.shape == (80, 100, 3) and result.pixels.dtype == np.uint16
     assert result.alpha.shape == (80, 100) and result.alpha.dtype == np.uint16
     assert result.alpha[:, :12].max() < 1000 and result.alpha[:, 28:].min() > 64000
@@ -36,7 +36,7 @@ def test_weight_free_default_keeps_alpha_16bit_and_metadata(rng):
 
 def test_weight_free_arbitrary_scale_on_an_array(rng):
     image = (rng.random((30, 41, 3)) * 255).astype(np.uint8)
-    out = upscale(image, scale=2.5, device="cpu", model="lanczos")
+    out = upscale(image, scale=2.5, device="cpu", model="lanczos").image
     assert isinstance(out, np.ndarray) and out.shape == (75, 102, 3) and out.dtype == np.uint8
 
 
@@ -44,20 +44,20 @@ def test_weight_free_upscale_is_close_to_opencv_lanczos(rng):
     import cv2
 
     image = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
-    out = upscale(image, scale=2, device="cpu", tile=16, model="lanczos")
+    out = upscale(image, scale=2, device="cpu", tile=16, model="lanczos").image
     reference = cv2.resize(image.astype(np.float32) / 255, (192, 128), interpolation=cv2.INTER_LANCZOS4)
     assert np.abs(out.astype(np.float32) / 255 - np.clip(reference, 0, 1)).max() <= 1 / 255
 
 
 def test_network_passes_reach_eight_times(photo_uint8):
-    net = compact_x4(num_feat=8, num_conv=2)
+    net = random_compact(num_feat=8, num_conv=2)
     small = photo_uint8[:24, :30]
-    reports: list = []
-    out = upscale(small, model=Model(net, "tiny", scale=4), scale=8, device="cpu", report=reports)
+    done = upscale(small, model=Model(net, "tiny", scale=4), scale=8, device="cpu")
+    out, report = done.image, done.report
     assert out.shape == (192, 240, 3)
-    assert [p.scale for p in reports[0].passes] == [4, 2] and reports[0].finish is None
+    assert [p.scale for p in report.passes] == [4, 2] and report.finish is None
     # pass 2 is the network at x4 averaged down by 2: check it against that, computed directly
-    first = upscale(small, model=Model(net, "tiny", scale=4), device="cpu")
+    first = upscale(small, model=Model(net, "tiny", scale=4), device="cpu").image
     with torch.inference_mode():
         x = torch.from_numpy(first.astype(np.float32) / 255).permute(2, 0, 1)[None]
         y = torch.nn.functional.avg_pool2d(net(x), 2).clamp(0, 1)[0].permute(1, 2, 0).numpy()
@@ -65,11 +65,11 @@ def test_network_passes_reach_eight_times(photo_uint8):
 
 
 def test_non_integer_rest_is_finished_with_lanczos(photo_uint8):
-    net = compact_x4(num_feat=8, num_conv=2)
-    reports: list = []
-    out = upscale(photo_uint8[:20, :20], model=Model(net, "tiny", scale=4), scale=6, device="cpu", report=reports)
+    net = random_compact(num_feat=8, num_conv=2)
+    done = upscale(photo_uint8[:20, :20], model=Model(net, "tiny", scale=4), scale=6, device="cpu")
+    out, report = done.image, done.report
     assert out.shape == (120, 120, 3)
-    assert reports[0].finish == "Lanczos 80x80 -> 120x120"
+    assert report.finish == "Lanczos 80x80 -> 120x120"
 
 
 def test_bad_options(photo_uint8):

@@ -199,6 +199,7 @@ def test_cancel_stops_a_running_job(server, photos):
     assert client.predict(api_name="/cancel") == "no running job"
 
 
+@pytest.mark.slow
 def test_eight_concurrent_inpaints_run_one_at_a_time(server, photos):
     """Eight users at once: all complete, never two jobs at a time, memory bounded; a corrupt upload fails alone.
 
@@ -297,6 +298,7 @@ def test_upload_over_the_limit_is_refused(guarded, photos):
         client.predict(gradio_client.handle_file(str(photos["slow"])), api_name="/upscale")
 
 
+@pytest.mark.slow
 def test_serve_command_sweeps_old_results_and_serves(tmp_path):
     """`tessera serve` as a process: old results are swept at start, the page is served on the port given."""
     import subprocess

@@ -25,7 +25,7 @@ from conftest import serve_app
 from tessera.web.app import WebConfig
 from tessera.web.retention import prepare_output_dir
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # one chromium and one server per module
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

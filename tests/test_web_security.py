@@ -24,7 +24,7 @@ httpx = pytest.importorskip("httpx")
 
 from PIL import Image
 
-from conftest import serve_app
+from conftest import random_compact, serve_app
 from tessera.web.app import WebConfig
 from tessera.web.limits import Limits
 from tessera.web.retention import prepare_output_dir
@@ -35,12 +35,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 def tiny_upscaler(path: Path) -> Path:
     """A random-weight Compact x2 as a safetensors file (what an administrator would put in --models-from)."""
-    import torch
     from safetensors.torch import save_file
-    from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
 
-    torch.manual_seed(0)
-    net = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2).eval()
+    net = random_compact(2, num_feat=8, num_conv=2)
     save_file({key: value.contiguous() for key, value in net.state_dict().items()}, str(path))
     return path
 

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from tessera.engine import ProgressEvent
+from tessera.progress import ProgressEvent
 from tessera.errors import (
     CancelledError,
     ImageReadError,
@@ -349,7 +349,7 @@ def test_user_errors_become_one_line_gradio_errors():
 
 
 def test_editor_strokes_union_of_layers_alpha():
-    from tessera.web.app import editor_strokes
+    from tessera.web.editor import editor_strokes
 
     assert editor_strokes(None) is None
     empty = np.zeros((20, 30, 4), np.uint8)
@@ -362,7 +362,7 @@ def test_editor_strokes_union_of_layers_alpha():
 
 
 def test_scale_mask_maps_a_preview_stroke_to_full_resolution():
-    from tessera.web.app import scale_mask
+    from tessera.web.editor import scale_mask
 
     small = np.zeros((30, 40), bool)
     small[10:20, 8:16] = True
@@ -386,7 +386,7 @@ def test_job_runs_with_cancel_event_set_stop_early(photo_uint8):
 
 
 def test_memory_box_warns_above_90_percent(monkeypatch, tmp_path):
-    from tessera.web import app as web_app
+    from tessera.web import handlers as web_app
 
     app = web_app.WebApp(web_app.WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r")))
     for used, warn in ((50, False), (91, True)):
@@ -465,12 +465,14 @@ def test_model_menu_accepts_only_its_choices_with_one_message_for_any_other_valu
 def test_model_dropdowns_accept_no_custom_value(tmp_path):
     import gradio as gr
 
-    from tessera.web.app import WebApp, WebConfig
+    from tessera.web import layout
+    from tessera.web.app import WebConfig
+    from tessera.web.handlers import WebApp
 
     app = WebApp(WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r")))
     with gr.Blocks():
-        parts = {**app._upscale_tab(), **{f"faces-{k}": v for k, v in app._faces_tab().items()},
-                 **{f"inpaint-{k}": v for k, v in app._inpaint_tab().items()}}
+        parts = {**layout.upscale_tab(app), **{f"faces-{k}": v for k, v in layout.faces_tab(app).items()},
+                 **{f"inpaint-{k}": v for k, v in layout.inpaint_tab(app).items()}}
     for name in ("model", "faces-model", "faces-background", "inpaint-model"):
         dropdown = parts[name]
         assert dropdown.allow_custom_value is False, name
@@ -524,11 +526,11 @@ def test_cli_flags_become_control_labels_in_both_languages():
     assert message == '"Strategy" full runs the whole photo, over "Max size" 2048; use "Strategy" auto'
     # a flag the page has no control for: the clause becomes a hint of what to do on the page
     mask = for_page("mask is 100x100 but the photo is 320x280 (use --resize-mask to scale it)")
-    assert mask == f"mask is 100x100 but the photo is 320x280 ({i18n.english('msg.mask_size')})"
+    assert mask == f"mask is 100x100 but the photo is 320x280 ({i18n.text('msg.mask_size')})"
     limit = for_page("p.png: 9 pixels is over the limit of 4 pixels (raise max_pixels to read it)", "zh-CN")
     assert limit.endswith(f"({i18n.text('msg.server_limit', 'zh-CN')})")
     other = for_page("model x is not downloaded; run `tessera models pull x --model-dir /srv/cache` first")
-    assert other == f"model x is not downloaded; {i18n.english('msg.server_setting')}"
+    assert other == f"model x is not downloaded; {i18n.text('msg.server_setting')}"
     assert for_page("photo.png: not an image") == "photo.png: not an image"
 
 
@@ -604,7 +606,7 @@ def test_a_job_whose_client_left_is_cancelled_by_the_watcher():
 
 def test_jobs_take_turns_even_when_gradio_lets_a_second_one_start(tmp_path):
     """Gradio frees its concurrency slot when an event is cancelled, before the function has returned."""
-    from tessera.web import app as web_app
+    from tessera.web import handlers as web_app
 
     app = web_app.WebApp(web_app.WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r")))
     order: list[str] = []
@@ -630,7 +632,7 @@ def test_the_page_makes_no_mask_for_a_photo_over_the_pixel_limit(tmp_path):
     import gradio as gr
     from PIL import Image
 
-    from tessera.web import app as web_app
+    from tessera.web import handlers as web_app
     from tessera.web.uploads import UploadGate
 
     app = web_app.WebApp(web_app.WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r"),
@@ -662,7 +664,7 @@ def test_jobs_refuse_bad_options_before_decoding_the_upload(tmp_path, monkeypatc
     """The options are checked by the shared schema first: a bad one never costs a decode of the photo."""
     import gradio as gr
 
-    from tessera.web import app as web_app
+    from tessera.web import handlers as web_app
     from tessera.web.uploads import UploadGate
 
     def decoded(*args, **kwargs):
@@ -676,6 +678,45 @@ def test_jobs_refuse_bad_options_before_decoding_the_upload(tmp_path, monkeypatc
     with pytest.raises(gr.Error) as caught:
         getattr(app, job)(*inputs, None, progress=None, **values)
     assert caught.value.message.startswith(words), caught.value.message
+
+@pytest.mark.parametrize("job, values, scale", [
+    ("upscale_job", {}, 2.0),                                    # weight-free Lanczos: its own x2
+    ("upscale_job", {"scale": "3"}, 3.0),
+    ("upscale_job", {"model": "RealESRGAN_x2plus.pth"}, 2.0),    # a folder file named as in the catalog
+    ("upscale_job", {"model": "realesr-animevideov3-x3.safetensors"}, 3.0),
+    ("upscale_job", {"model": "mine.pth"}, 4.0),                 # weights the catalog does not know: erring high
+    ("enhance_job", {"upscale": 2.0}, 2.0),
+    ("inpaint_job", {"model": "telea"}, 1.0),
+])
+def test_jobs_check_the_result_fits_at_the_task_s_own_scale(tmp_path, monkeypatch, job, values, scale):
+    """Before a model is loaded, the result's size comes from the task registry's output scale."""
+    import gradio as gr
+    from PIL import Image
+
+    from tessera.web import handlers
+    from tessera.web.config import WebConfig
+    from tessera.web.uploads import UploadGate
+
+    factors: list[float] = []
+
+    def fits(picture, factor):
+        factors.append(factor)
+        raise ResourceError("stopped before the task ran")
+
+    monkeypatch.setattr(handlers, "check_result_fits", fits)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("RealESRGAN_x2plus.pth", "realesr-animevideov3-x3.safetensors", "mine.pth"):
+        (folder / name).write_bytes(b"never loaded")
+    app = handlers.WebApp(WebConfig(output_dir=retention.prepare_output_dir(tmp_path / "r"),
+                                    model_folders=(folder,)))
+    app.gate = UploadGate(tmp_path)
+    Image.new("RGB", (40, 30)).save(tmp_path / "photo.png")
+    photo = str(tmp_path / "photo.png")
+    inputs = (photo, photo) if job == "inpaint_job" else (photo,)
+    with pytest.raises(gr.Error, match="stopped before the task ran"):
+        getattr(app, job)(*inputs, None, progress=None, **values)
+    assert factors == [scale]
 
 # ----------------------------------------------------------------------------------------------- editor (issue 9)
 
@@ -747,7 +788,7 @@ def test_clicking_a_face_on_the_preview_toggles_its_index_in_the_faces_field(tmp
 
     from tessera.options import FaceOptions
     from tessera.tasks.faces import find_faces
-    from tessera.web import app as web_app
+    from tessera.web import handlers as web_app
     from tessera.web.results import CHOSEN_COLOUR
     from tessera.web.uploads import UploadGate
 
@@ -774,7 +815,7 @@ def test_clicking_a_face_on_the_preview_toggles_its_index_in_the_faces_field(tmp
 
 def test_face_at_picks_the_smallest_box_under_the_point():
     from tessera.faces.detect import Face
-    from tessera.web.app import face_at
+    from tessera.web.handlers import face_at
 
     points = np.zeros((5, 2))
     big, small = Face((0.0, 0.0, 100.0, 100.0), 0.9, points), Face((40.0, 40.0, 60.0, 60.0), 0.9, points)

@@ -1,7 +1,10 @@
 """tessera: restore photographs of any size, tile by tile, within a memory budget.
 
-The public surface is what ``__all__`` lists; everything else is private. Names are imported on first use so
-that ``import tessera`` stays cheap for the CLI's ``--help``.
+The public surface is what ``__all__`` lists, kept as small as spandrel's: pictures in and out, the tiled engine
+for any network, models, the tasks and the results they return (``Result(image, report)``), folders, and the
+errors a caller catches. Everything else (streaming, stitching, filters, runtimes, the error subclasses) stays
+importable from its own module and may change. Names are imported on first use, so that ``import tessera`` stays
+cheap for the CLI's ``--help``.
 """
 from __future__ import annotations
 
@@ -12,46 +15,36 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # pictures
-    "Picture": "tessera.image",
-    "load_image": "tessera.image",
-    "save_image": "tessera.image",
-    "read_image_size": "tessera.image",
-    # engine
+    "Picture": "tessera.image.pixels",
+    "load_image": "tessera.image.read",
+    "save_image": "tessera.image.write",
+    # the engine, for any network
     "tiled_apply": "tessera.engine",
-    "Runtime": "tessera.engine",
     "ProgressEvent": "tessera.progress",
     # models
     "Model": "tessera.models.descriptor",
     "load_model": "tessera.models.loader",
-    "as_model": "tessera.models.loader",
-    "register_architecture": "tessera.models.loader",
+    "register_architecture": "tessera.models.architectures",
     "pull_model": "tessera.models.download",
-    # tasks
+    # tasks, and what they return
     "upscale": "tessera.tasks.upscale",
     "inpaint": "tessera.tasks.inpaint",
-    "stitch": "tessera.tasks.inpaint",
     "enhance_faces": "tessera.tasks.faces",
-    "FaceReport": "tessera.tasks.faces",
-    "stitch_faces": "tessera.tasks.faces_manifest",
     "detect_faces": "tessera.faces.detect",
-    "Face": "tessera.faces.detect",
     "deblur": "tessera.filters",
-    "suppress_hf": "tessera.filters",
-    # folders and gigapixel images
+    "Result": "tessera.tasks.result",
+    "UpscaleReport": "tessera.tasks.upscale",
+    "InpaintReport": "tessera.tasks.inpaint",
+    "FaceReport": "tessera.tasks.faces",
+    # folders
     "run_batch": "tessera.batch",
-    "resize_files": "tessera.batch_resize",
-    "stream_upscale": "tessera.bigimage",
-    "stream_inpaint": "tessera.bigimage",
-    "needs_streaming": "tessera.bigimage",
-    # errors
+    "BatchSummary": "tessera.batch.report",
+    # errors (their subclasses, e.g. ImageReadError or ChecksumError, stay in tessera.errors)
     "TesseraError": "tessera.errors",
     "InputError": "tessera.errors",
-    "ImageReadError": "tessera.errors",
-    "ImageTooLargeError": "tessera.errors",
-    "OutputError": "tessera.errors",
     "OptionError": "tessera.errors",
+    "OutputError": "tessera.errors",
     "ModelError": "tessera.errors",
-    "ChecksumError": "tessera.errors",
     "ResourceError": "tessera.errors",
     "CancelledError": "tessera.errors",
 }
@@ -60,6 +53,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562) and keep it, so later uses cost nothing."""
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tessera' has no attribute {name!r}")
@@ -69,4 +63,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The public names only: what ``__all__`` lists."""
     return __all__

@@ -1,7 +1,10 @@
 """Typed errors: every failure a user can cause or meet has its own class and a one-line message.
 
-The CLI maps them to exit codes (``exit_code``): 2 for bad input or options, 3 for a missing or broken model,
-4 for resources (memory, disk). Each error names the offending value so the message stands on its own.
+The CLI maps them to exit codes (``exit_code``): 2 for bad input, options or a missing or broken model, 4 for
+resources (memory, disk), 130 for a cancelled job. Each error names the offending value so the message stands on
+its own; an :class:`InputError` raised at a validation boundary also carries it as attributes (``option``,
+``value``, ``expected``), so that a caller (the web UI, a test, a script) can react to the value without parsing
+the message, as kornia's ``core/check.py`` does.
 """
 from __future__ import annotations
 
@@ -19,9 +22,21 @@ class TesseraError(Exception):
 
 
 class InputError(TesseraError, ValueError):
-    """A bad input: file, image, mask, or option value."""
+    """A bad input: file, image, mask, or option value.
+
+    ``option`` (the name of what was checked), ``value`` (what was given) and ``expected`` (what would have been
+    accepted, in words) are optional keywords, None when not given; the message is the one line passed in, so
+    ``raise OptionError("...")`` keeps working. They survive pickling (process pools, Ray), as ``__dict__`` does.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, option: str | None = None, value: object = None,
+                 expected: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
+        self.expected = expected
 
 
 class ImageReadError(InputError):
@@ -63,10 +78,14 @@ class CancelledError(TesseraError):
 
 
 def look_up_option(value: str, choices: Iterable[str], what: str) -> str:
-    """Return ``value`` if it is one of ``choices``; otherwise raise OptionError suggesting the nearest one."""
+    """Return ``value`` if it is one of ``choices``; otherwise raise OptionError suggesting the nearest one.
+
+    The error carries ``option=what``, ``value`` and ``expected`` (the choices, comma-separated)."""
     options = list(choices)
     if value in options:
         return value
     near = difflib.get_close_matches(str(value), options, n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
-    raise OptionError(f"unknown {what} {value!r}{hint} (choose from {', '.join(options)})")
+    expected = ", ".join(options)
+    raise OptionError(f"unknown {what} {value!r}{hint} (choose from {expected})", option=what, value=value,
+                      expected=expected)

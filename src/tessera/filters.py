@@ -13,9 +13,7 @@ restoration networks and deconvolution leave beside edges, and keeps the edges.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -23,11 +21,10 @@ import cv2
 import numpy as np
 
 from .errors import InputError, OptionError, look_up_option
-from .image import from_float, to_float
+from .image.pixels import from_float, to_float
 from .options import DeblurMethodName as DeblurMethod
-from .progress import ProgressCallback, ProgressEvent
+from .progress import ProgressCallback
 from .sparse_deconv import balance_for_noise, deconvolve_channel, estimate_noise
-from .tiling import plan_axis
 
 DEBLUR_METHODS: tuple[str, ...] = get_args(DeblurMethod)  # the first is the default
 
@@ -199,7 +196,8 @@ def deblur(image: Any, *, method: DeblurMethod = "hyper-laplacian", blur: Motion
     ``blur``: the blur to undo; by default it is estimated from the image. The image is deconvolved in tiles of
     ``tile`` px with context on every side, so memory stays bounded on large photos; every tile uses the same
     kernel and the same ``balance`` (by default measured once on the whole image's central crop). ``runtime``:
-    its cancel event is checked between tiles; ``progress`` receives a "tiles" event after each. Returns the
+    its cancel event is checked between tiles; ``progress`` receives a "tiles" event after each (the tiles run
+    through the engine, :func:`tessera.engine.tiled_apply`, as a weight-free model). Returns the
     same kind and dtype; an image without a measurable blur comes back unchanged (a copy).
     """
     method = look_up_option(method, DEBLUR_METHODS, "deblur method")
@@ -215,24 +213,32 @@ def deblur(image: Any, *, method: DeblurMethod = "hyper-laplacian", blur: Motion
         psf = motion_kernel(blur.length, blur.angle)
         if balance is None and method == "hyper-laplacian":
             balance = estimate_balance(pixels)
-        out = np.empty_like(pixels)
-        pad = psf.shape[0] * 2
-        rows, cols = pixels.shape[:2]
-        spans_y = plan_axis(rows, min(rows, tile + 2 * pad), pad)
-        spans_x = plan_axis(cols, min(cols, tile + 2 * pad), pad)
-        total, started = len(spans_y) * len(spans_x), time.monotonic()
-        for number, (sy, sx) in enumerate(itertools.product(spans_y, spans_x), 1):
-            if runtime is not None:
-                runtime.check_cancelled()
-            window = to_float(pixels[sy.start:sy.stop, sx.start:sx.stop])
-            result = deconvolve(window, psf, method=method, balance=balance, iterations=iterations)
-            keep = result[sy.keep_start - sy.start:sy.keep_end - sy.start,
-                          sx.keep_start - sx.start:sx.keep_end - sx.start]
-            out[sy.keep_start:sy.keep_end, sx.keep_start:sx.keep_end] = from_float(keep, pixels.dtype)
-            if progress is not None:
-                elapsed = time.monotonic() - started
-                progress(ProgressEvent("tiles", number, total, elapsed, elapsed / number * (total - number)))
+        out = _deconvolve_tiles(pixels, psf, tile, method, balance, iterations, runtime, progress)
     return image.with_pixels(out) if hasattr(image, "with_pixels") else out
+
+
+def _deconvolve_tiles(pixels: np.ndarray, psf: np.ndarray, tile: int, method: str, balance: float | None,
+                      iterations: int, runtime: Any, progress: ProgressCallback | None) -> np.ndarray:
+    """Deconvolve through the engine: tiles of ``tile`` px with twice the kernel's size as context, merged by the
+    same canvas as every network's. The deconvolution is a weight-free model on the host: whatever device and
+    precision the caller's ``runtime`` names, only its cancel event is used (numpy needs float32 host tensors)."""
+    import torch
+
+    from .engine import Runtime, tiled_apply
+    from .models.descriptor import Model
+
+    def deconvolve_batch(x: torch.Tensor) -> torch.Tensor:
+        windows = x.permute(0, 2, 3, 1).numpy()
+        out = [deconvolve(w, psf, method=method, balance=balance, iterations=iterations) for w in windows]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    model = Model(deconvolve_batch, f"deconvolution ({method})", task="restore", architecture="deconvolution",
+                  input_channels=channels, output_channels=channels, context=psf.shape[0] * 2, weight_free=True)
+    per_tile = None if progress is None else (lambda event: event.done and progress(event))  # after each tile
+    host = Runtime.create("cpu", "fp32", model=model, progress=per_tile, cancel=getattr(runtime, "cancel", None))
+    out = tiled_apply(model, pixels, tile=tile, tile_pad=model.context, tile_batch=1, runtime=host)
+    return out.reshape(pixels.shape)
 
 
 def suppress_hf(image: Any, *, strength: float = 1.0) -> Any:

@@ -64,7 +64,7 @@ def threshold(values: np.ndarray, *, what: str = "mask") -> np.ndarray:
 
 
 def mask_values(picture: Any) -> np.ndarray:
-    """The HxW values a :class:`tessera.image.Picture` gives as a mask: its alpha when that varies, else the
+    """The HxW values a :class:`tessera.image.pixels.Picture` gives as a mask: its alpha when that varies, else the
     maximum of its colour channels (so white, or any coloured stroke, on black counts)."""
     alpha = getattr(picture, "alpha", None)
     if alpha is not None and alpha.size and alpha.min() != alpha.max():
@@ -74,18 +74,18 @@ def mask_values(picture: Any) -> np.ndarray:
 
 
 def mask_from_picture(picture: Any, *, what: str = "mask") -> np.ndarray:
-    """A boolean mask from a :class:`tessera.image.Picture` (alpha first, when it varies; then the colours)."""
+    """A boolean mask from a :class:`tessera.image.pixels.Picture` (alpha first, when it varies; then the colours)."""
     return threshold(mask_values(picture), what=what)
 
 
 def load_mask(source: Any, *, what: str | None = None) -> np.ndarray:
     """A boolean HxW mask from a path, a Picture, or an array (see :func:`mask_from_array`).
 
-    Files are read by :func:`tessera.image.load_image` (EXIF orientation applied, like the photo's), so an
+    Files are read by :func:`tessera.image.read.load_image` (EXIF orientation applied, like the photo's), so an
     unreadable or non-image file raises :class:`~tessera.errors.ImageReadError`.
     """
     if isinstance(source, (str, PathLike)):
-        from .image import load_image
+        from .image.read import load_image
 
         label = what or f"mask {source}"
         return mask_from_picture(load_image(source), what=label)

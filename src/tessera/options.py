@@ -129,7 +129,7 @@ class InpaintOptions(EngineOptions):
     @field_validator("max_size")
     @classmethod
     def _network_sees_enough(cls, max_size: Any) -> Any:
-        from .tasks.inpaint_plan import MIN_RUN_SIDE
+        from .tasks.inpaint_sizing import MIN_RUN_SIDE
 
         if max_size != "auto" and max_size < MIN_RUN_SIDE:
             raise ValueError(f"must be at least {MIN_RUN_SIDE} px or auto")
@@ -259,5 +259,8 @@ def parse_options(cls: type[OptionsT], values: dict[str, Any] | None = None, **k
             messages = [prefix + " or ".join(dict.fromkeys(m[len(prefix):] for m in messages))]
         message = " or ".join(dict.fromkeys(messages))
         if first.get("type") == "extra_forbidden":
-            raise OptionError(f"unknown option {name!r}") from None
-        raise OptionError(f"option {name}: {message.removeprefix('Value error, ')} (got {given!r})") from None
+            raise OptionError(f"unknown option {name!r}", option=name, value=given,
+                              expected=", ".join(cls.model_fields)) from None
+        expected = message.removeprefix("Value error, ")
+        raise OptionError(f"option {name}: {expected} (got {given!r})", option=name, value=given,
+                          expected=expected) from None

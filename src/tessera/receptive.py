@@ -53,7 +53,7 @@ def receptive_radius(model: Model) -> int | None:
     if not reach:
         return None
     radius = math.ceil(sum(reach) - 1e-9) + 1
-    if model.extra.get("output_resize"):
+    if model.output_resize:
         radius += 1  # a bicubic resize of the output reads up to one input pixel further
     return radius
 

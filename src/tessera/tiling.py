@@ -182,8 +182,62 @@ def split_tile(parent: Tile, height: int, width: int, tile: int, pad: int, *, al
     return out
 
 
+def block_axis(length: int, block: int, pad: int) -> list[Span]:
+    """Windows that keep consecutive blocks of ``block`` pixels, each read with ``pad`` context on both sides,
+    clipped at the image border (the last block may be short).
+
+    Unlike :func:`plan_axis` the kept parts sit on a fixed lattice (multiples of ``block``), so each one is one
+    tile of a tiled output file, produced in file order; windows at the border are smaller.
+    """
+    spans = []
+    for keep_start in range(0, length, block):
+        keep_end = min(keep_start + block, length)
+        start, stop = max(0, keep_start - pad), min(length, keep_end + pad)
+        spans.append(Span(start, stop - start, keep_start, keep_end))
+    return spans
+
+
+def plan_blocks(height: int, width: int, block: int, pad: int) -> list[Tile]:
+    """A row-major grid of block tiles (see :func:`block_axis`): what a tiled-file canvas is filled with."""
+    if block < 1 or pad < 0:
+        raise OptionError(f"block must be >= 1 and pad >= 0 (got block={block}, pad={pad})")
+    return [Tile(y, x) for y in block_axis(height, block, pad) for x in block_axis(width, block, pad)]
+
+
+class ArraySource:
+    """A region reader over an image already in memory: ``shape`` (H, W, C), ``dtype``, :meth:`read`.
+
+    The interface the engine reads windows through, shared with the lazy TIFF reader
+    (:class:`tessera.image.regions.TiffRegions`). :meth:`read` returns a copy, which the caller may change.
+    """
+
+    def __init__(self, array: np.ndarray):
+        array = np.asarray(array)
+        self.array = array[:, :, None] if array.ndim == 2 else array
+        self.shape = tuple(self.array.shape)
+        self.dtype = self.array.dtype
+        self.iccprofile = None
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.array(self.array[y0:y1, x0:x1])
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "ArraySource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 class Canvas:
     """The output image on the host, filled tile by tile.
+
+    A canvas plans the grid it is filled with (:meth:`plan`) and consumes the engine's results as they come
+    (:meth:`consume`); this one holds the whole output in memory. The tiled BigTIFF canvas
+    (:class:`tessera.image.regions.TiffCanvas`) has the same two methods and writes each finished file tile to
+    disk instead.
 
     In crop mode results are converted to the output dtype and written in place (``target`` may be a numpy
     array or any array-like supporting slice assignment, such as a memory-mapped file). In feather mode they are
@@ -194,6 +248,17 @@ class Canvas:
         self.target = target
         self._convert = convert
         self._accumulator = np.zeros(target.shape, dtype=np.float32) if feather else None
+
+    @staticmethod
+    def plan(height: int, width: int, tile: int, pad: int, *, align: int = 1, feather: bool = False) -> list[Tile]:
+        """Same-shape windows evened out over the image (:func:`plan_grid`)."""
+        return plan_grid(height, width, tile, pad, align=align, feather=feather)
+
+    def consume(self, results, scale: int) -> np.ndarray:
+        """Merge every ``(tile, result)`` the engine yields, then return the finished output."""
+        for tile, result in results:
+            self.add(tile, result, scale)
+        return self.finish()
 
     def add(self, tile: Tile, result: np.ndarray, scale: int) -> None:
         """Merge ``result`` (the window's output, HxWxC float32 at output scale) for ``tile``."""

@@ -16,6 +16,7 @@ import importlib
 import signal
 import sys
 import threading
+import time
 import types
 import typing
 from collections.abc import Iterator
@@ -128,13 +129,6 @@ def add_options(parser: argparse.ArgumentParser, schema: type, *, skip: tuple[st
                            metavar=name.upper(), help=help_text)
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """--device --precision --max-memory --tile --tile-pad --tile-batch --blend."""
-    from ..options import EngineOptions
-
-    add_options(parser, EngineOptions, title="engine")
-
-
 def options_from_args(args: argparse.Namespace, schema: type) -> dict[str, Any]:
     """The flags the user gave for ``schema``'s fields, as keyword arguments for the API."""
     return {name: getattr(args, name) for name in schema.model_fields
@@ -162,7 +156,7 @@ def _pixel_limit(args: argparse.Namespace) -> dict[str, int]:
 
 def read_input(args: argparse.Namespace) -> Any:
     """Load ``args.input`` within ``--max-pixels``."""
-    from ..image import load_image
+    from ..image.read import load_image
 
     return load_image(args.input, **_pixel_limit(args))
 
@@ -176,15 +170,15 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, unless: str | None 
 
 
 def check_output_arguments(args: argparse.Namespace, source: Path | None) -> str:
-    """-o, --quality and --overwrite, checked before any work (:func:`tessera.image.check_output`); the format."""
-    from ..image import check_output
+    """-o, --quality and --overwrite, checked before any work (:func:`tessera.image.write.check_output`); the format."""
+    from ..image.write import check_output
 
     return check_output(args.output, quality=args.quality, source=source, overwrite_input=args.overwrite)
 
 
 def write_output(picture: Any, args: argparse.Namespace) -> Path:
     """Save atomically to ``args.output``; refuses to replace the input unless --overwrite."""
-    from ..image import save_image
+    from ..image.write import save_image
 
     return save_image(picture, args.output, quality=args.quality, overwrite_input=args.overwrite)
 
@@ -194,7 +188,8 @@ def copy_input_unchanged(args: argparse.Namespace) -> Path | None:
 
     For a command that found nothing to change. Refuses to replace the input unless --overwrite."""
     from ..errors import OutputError
-    from ..image import IMAGE_SUFFIXES, copy_atomically, same_file
+    from ..image.atomic import copy_atomically, same_file
+    from ..image.write import IMAGE_SUFFIXES
 
     source, target = Path(args.input), Path(args.output)
     formats = [IMAGE_SUFFIXES.get(path.suffix.lower()) for path in (source, target)]
@@ -228,7 +223,7 @@ def check_before_work(args: argparse.Namespace, schema: type, task: str) -> Any:
     files, not loaded).
     """
     from ..batch import check_models
-    from ..image import check_output_folder
+    from ..image.write import check_output_folder
     from ..options import parse_options
 
     given = options_from_args(args, schema)
@@ -248,7 +243,8 @@ def check_before_work(args: argparse.Namespace, schema: type, task: str) -> Any:
 
 def check_output_fits(args: argparse.Namespace, scale: float | None) -> None:
     """Refuse an output the format of -o cannot hold at ``scale`` times the input (read from its header)."""
-    from ..image import check_output_size, read_image_size
+    from ..image.read import read_image_size
+    from ..image.write import check_output_size
 
     if not scale:
         return
@@ -256,17 +252,61 @@ def check_output_fits(args: argparse.Namespace, scale: float | None) -> None:
     check_output_size(args.output, round(width * scale), round(height * scale))
 
 
-def run_task(args: argparse.Namespace, task: Any, schema: type, **extra: Any) -> tuple[Any, Any]:
-    """Read the input, run ``task`` with the user's options and a progress bar; returns (result, task report).
+def run_task(args: argparse.Namespace, task: Any, schema: type, **extra: Any) -> Any:
+    """Read the input, run ``task`` with the user's options and a progress bar; returns the task's
+    :class:`~tessera.tasks.result.Result` (the output Picture and the task's report).
 
     The command has called :func:`check_before_work` first."""
     picture = read_input(args)
     bar = progress_display(args.quiet)
-    reports: list = []
     try:
-        result = task(picture, progress=bar, model_dir=args.model_dir, report=reports,
-                      **extra, **options_from_args(args, schema))
+        return task(picture, progress=bar, model_dir=args.model_dir, **extra, **options_from_args(args, schema))
     finally:
         bar.close()
-    return result, reports[0]
 
+
+def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
+    """--max-ram: the memory one image may take before the command streams it (a TIFF into a tiled BigTIFF)."""
+    parser.add_argument("--max-ram", default=None, metavar="SIZE",
+                        help="memory the image may take in memory (e.g. 8G); a larger TIFF is streamed region by "
+                             "region into a tiled BigTIFF at -o, which must then be .tif (default: half the "
+                             "machine's memory)")
+
+
+def stream_if_too_large(args: argparse.Namespace, task_name: str, scale: float, *,
+                        mask: Path | None = None) -> Any:
+    """Stream the job when the in-memory flow would take more than --max-ram: returns the job's
+    :class:`~tessera.tasks.result.StreamReport`, or None when the image fits in memory (nothing done).
+
+    ``scale``: the output scale known before the model is loaded. Decided from the input's header alone
+    (:func:`tessera.tasks.files.stream_decision`); an image that cannot be streamed (not a TIFF) goes the
+    in-memory way, whose limits then apply.
+    """
+    from ..errors import OptionError
+    from ..options import parse_size
+    from ..tasks.files import stream_decision, stream_file
+    from ..tasks.registry import get_task
+
+    task = get_task(task_name)
+    try:
+        max_ram = parse_size(args.max_ram)
+    except ValueError as error:
+        raise OptionError(f"--max-ram: {error}") from None
+    if not stream_decision(task, args.input, scale, max_ram, strict=False):
+        return None
+    bar = progress_display(args.quiet)
+    try:
+        return stream_file(task, args.input, args.output, mask=mask, max_ram=max_ram, progress=bar,
+                           model_dir=str(args.model_dir) if args.model_dir else None,
+                           **options_from_args(args, task.schema)).report
+    finally:
+        bar.close()
+
+
+def say_streamed(report: Any, output: Path, started: float) -> None:
+    """The lines a streamed job prints: what was streamed, how, and where it went."""
+    height, width = report.output_shape[:2]
+    say(f"streamed {report.model}: {report.blocks} block(s) of {report.block}px + {report.context}px context"
+        + (f", {report.regions} group(s) of holes" if report.regions else "")
+        + " (over --max-ram: read region by region into a tiled BigTIFF)")
+    say(f"wrote {output} ({width}x{height}) in {time.perf_counter() - started:.1f}s")

@@ -18,27 +18,26 @@ _SHOWN_FAILURES = 10
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..batch import TASKS, task_schema
+    from ..tasks.registry import TASKS
 
     parser = subparsers.add_parser("batch", help="run a task over a folder: resumable, on processes or Ray",
                                    description="Process every image of a folder; run it again to resume.")
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
-    helps = {"inpaint": "fill the masked parts (masks matched by file stem)", "enhance": "restore faces",
-             "upscale": "tiled super-resolution"}
-    for task in TASKS:
-        sub = tasks.add_parser(task, help=helps[task], description=f"batch {task}: {helps[task]}.")
-        _add_batch_arguments(sub, task)
-        add_options(sub, task_schema(task), skip=_PER_IMAGE_OPTIONS, title=f"{task} and engine options")
+    for name, task in TASKS.items():
+        what = task.summary + (" (masks matched by file stem)" if task.takes_mask else "")
+        sub = tasks.add_parser(name, help=what, description=f"batch {name}: {what}.")
+        _add_batch_arguments(sub, task.takes_mask)
+        add_options(sub, task.schema, skip=_PER_IMAGE_OPTIONS, title=f"{name} and engine options")
         sub.set_defaults(func=run)
 
 
-def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+def _add_batch_arguments(parser: argparse.ArgumentParser, takes_mask: bool) -> None:
     from ..batch import FORMATS, REPORT_NAME
 
     parser.add_argument("input", type=Path, help="folder of images")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder (the tree is mirrored)")
     group = parser.add_argument_group("batch options")
-    if task == "inpaint":
+    if takes_mask:
         group.add_argument("--masks", type=Path, required=True,
                            help="folder of masks matched by file stem, or one mask file for every image")
     group.add_argument("--recursive", action="store_true", help="include subfolders")
@@ -59,15 +58,16 @@ def _add_batch_arguments(parser: argparse.ArgumentParser, task: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..batch import run_batch, task_schema
+    from ..batch import run_batch
     from ..progress import ProgressEvent
+    from ..tasks.registry import get_task
 
     bar = progress_display(args.quiet)
 
     def on_outcome(outcome, finished: int, total: int) -> None:
         bar(ProgressEvent("images", finished, total, 0.0, None, outcome.file))
 
-    options = options_from_args(args, task_schema(args.task))
+    options = options_from_args(args, get_task(args.task).schema)
     try:
         summary = run_batch(args.task, args.input, args.output, masks=getattr(args, "masks", None),
                             recursive=args.recursive, pattern=args.pattern, format=args.format,

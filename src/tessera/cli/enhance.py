@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_fits(args, options.upscale)
     from ..tasks.faces import WEIGHT_FREE_HINT, enhance_faces  # torch: only once the checks passed
 
-    result, report = run_task(args, enhance_faces, FaceOptions)
+    done = run_task(args, enhance_faces, FaceOptions)
+    result, report = done.image, done.report
     if not report.faces:
         found = "no face found" if not report.found else f"none of the {report.found} face(s) found was chosen"
         say(f"{found} in {args.input} (detector {report.detector}); the output is an unchanged copy"

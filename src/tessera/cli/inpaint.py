@@ -10,8 +10,8 @@ import time
 import warnings
 from pathlib import Path
 
-from . import (add_output_arguments, add_task_arguments, check_before_work, check_output_arguments, run_task, say,
-               write_output)
+from . import (add_output_arguments, add_stream_arguments, add_task_arguments, check_before_work,
+               check_output_arguments, run_task, say, say_streamed, stream_if_too_large, write_output)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mask", required=True, type=Path,
                         help="mask image: white (above 127) or opaque alpha marks the pixels to fill")
     add_task_arguments(parser, InpaintOptions, title="inpaint and engine options")
+    add_stream_arguments(parser)
     parser.set_defaults(func=run)
 
     stitch = subparsers.add_parser(
@@ -40,15 +41,19 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     options = check_before_work(args, InpaintOptions, "inpaint")
     check_mask_header(args.mask, args.input, resize=options.resize_mask)
+    streamed = stream_if_too_large(args, "inpaint", 1.0, mask=args.mask)
+    if streamed is not None:
+        say_streamed(streamed, args.output, started)
+        return 0
     from ..tasks.inpaint import inpaint  # torch: only once the checks passed, so that errors come at once
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result, report = run_task(args, lambda picture, **kw: inpaint(picture, str(args.mask), **kw),
-                                      InpaintOptions)
+            done = run_task(args, lambda picture, **kw: inpaint(picture, str(args.mask), **kw), InpaintOptions)
         finally:
             _show(caught)
+    result, report = done.image, done.report
     path = write_output(result, args)
     if report.fallback:
         say(report.fallback)
@@ -75,7 +80,7 @@ def _show(caught: list[warnings.WarningMessage]) -> None:
 def check_mask_header(mask: Path, photo: Path, *, resize: bool) -> None:
     """The mask is an image of the photo's size (unless --resize-mask), read from both headers, not decoded."""
     from ..errors import ImageReadError, InputError
-    from ..image import read_image_size
+    from ..image.read import read_image_size
 
     try:
         mask_size = read_image_size(mask)

@@ -77,7 +77,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 def _checksum_cell(entry, model_dir: str | None, cached: bool) -> str:
     """What vouches for the model: its published checksum, or for the others whether a user trusted the file."""
-    from ..models.download import read_record
+    from ..models.checksums import read_record
 
     if entry.checksum_kind == "bundled":
         return "bundled (package files checked)"
@@ -176,7 +176,7 @@ def _confirmed(name: str, sha256: str, size: int) -> bool:
 
 def _cached_line(entry, target, model_dir: str | None) -> str:
     """What to say about a model found in the cache: where it is, and whether it will load."""
-    from ..models.download import pull_command, read_record
+    from ..models.checksums import pull_command, read_record
 
     if entry.checksum_kind == "none" and read_record(entry, model_dir) is None:
         return (f"{entry.name}: already in the cache at {target}; it was never pulled and no checksum is published, "
@@ -187,7 +187,8 @@ def _cached_line(entry, target, model_dir: str | None) -> str:
 def _pull_one(entry, model_dir: str | None, **options) -> None:
     """Pull one model and print where it is and what its checksum was checked against."""
     from ..models.catalog import model_path
-    from ..models.download import UntrustedModelError, pull, read_record
+    from ..models.checksums import read_record
+    from ..models.download import UntrustedModelError, pull
 
     target = model_path(entry, model_dir)
     was_cached = target.is_file() and not options["force"]
@@ -239,7 +240,7 @@ def pull_models(names: Sequence[str], model_dir: str | None, *, force: bool = Fa
 # ---------------------------------------------------------------------------------------------------- verify
 def verify_models(name: str | None, model_dir: str | None) -> int:
     from ..models.catalog import get_entry, models_dir
-    from ..models.download import pull_command, verify
+    from ..models.checksums import pull_command, verify
 
     results = verify(name, model_dir=model_dir)
     if not results:

@@ -28,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..batch_resize import resize_files
+    from ..batch.resize import resize_files
     from ..progress import ProgressEvent
-    from ..image import check_output_folder, check_quality
+    from ..image.write import check_output_folder, check_quality
 
     check_quality(args.quality)  # --max-side is checked by resize_files before it touches a file
     if args.output is not None:

@@ -5,7 +5,9 @@ import argparse
 import time
 from typing import Any
 
-from . import add_task_arguments, check_before_work, check_output_fits, run_task, say, write_output
+from . import (add_stream_arguments, add_task_arguments, check_before_work, check_output_fits, run_task, say,
+               say_streamed, stream_if_too_large, write_output)
+from ..options import AUTO_DEFAULT_SCALE
 
 NEURAL_SUGGESTION = "realesr-animevideov3"
 
@@ -16,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("upscale", help="tiled super-resolution with any network spandrel loads",
                                    description="Upscale a photo tile by tile within a memory budget.")
     add_task_arguments(parser, UpscaleOptions, title="upscale and engine options")
+    add_stream_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -24,10 +27,16 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     options = check_before_work(args, UpscaleOptions, "upscale")
-    check_output_fits(args, expected_scale(options))
+    scale = expected_scale(options)
+    check_output_fits(args, scale)
+    streamed = stream_if_too_large(args, "upscale", scale or AUTO_DEFAULT_SCALE)
+    if streamed is not None:
+        say_streamed(streamed, args.output, started)
+        return 0
     from ..tasks.upscale import upscale  # torch: only once the checks passed, so that errors come at once
 
-    result, report = run_task(args, upscale, UpscaleOptions)
+    done = run_task(args, upscale, UpscaleOptions)
+    result, report = done.image, done.report
     path = write_output(result, args)
     if report.chosen:
         say(report.chosen)

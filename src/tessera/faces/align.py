@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, look_up_option
-from ..image import to_float
+from ..image.pixels import to_float
 
 # Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth corner.
 # facexlib's template (GFPGAN, CodeFormer, RestoreFormer) for a 512 px crop.

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..errors import ModelError, look_up_option
-from ..image import from_float, to_float
+from ..image.pixels import from_float, to_float
 from .boxes import Face
 
 DETECTORS = ("auto", "yunet", "cascade")

@@ -186,5 +186,5 @@ def parsing_model(network: ParseNet, *, name: str = "facexlib-parsenet", source:
         size_requirements=SizeRequirements(multiple_of=2 ** network.down_steps, square=True),
         tiling=ModelTiling.DISCOURAGED, supports_half=True, supports_bfloat16=True, face_size=PARSING_SIZE,
         call_fn=_face_region, source=source, license=license,
-        extra={"classes": FACE_CLASSES, "auxiliary": True},
+        details={"classes": FACE_CLASSES, "auxiliary": True},
     )

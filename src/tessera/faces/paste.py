@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..image import from_float, to_float
+from ..image.pixels import from_float, to_float
 from .align import compose, footprint, invert, resize_map, warp
 from .parsenet import PARSING_SIZE
 

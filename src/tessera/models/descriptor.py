@@ -7,7 +7,7 @@ and ``ModelTiling`` it reuses.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,14 +31,22 @@ def plain_call(network: Any, image: torch.Tensor, mask: torch.Tensor | None = No
     return network(image) if mask is None else network(image, mask)
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Model:
-    """A network ready for the engine.
+    """A network ready for the engine: frozen, so a variant is made with :func:`dataclasses.replace`.
 
     ``network`` is a ``torch.nn.Module`` or any callable; ``call_fn(network, image[, mask])`` invokes it (default:
     ``network(image)`` or ``network(image, mask)``). ``context`` is the receptive-field radius in input pixels the
     network needs around a tile to be exact; ``None`` means unknown, and the engine measures it once.
+    ``scale`` 0 means unknown (a bare callable): the engine reads it from a small forward.
     ``face_template`` names the alignment template of a face network ("facexlib" or "gpen").
+
+    What the engine and the tasks act on is declared, never guessed from a name: ``takes_mask`` (the network is
+    called with an N1HW mask), ``weight_free`` (a classical method, computed on the host), ``half_needs_pow2``
+    (Fourier layers: half precision only at power-of-two sizes), ``call_options`` (keyword options the call
+    takes per job, e.g. CodeFormer's ``fidelity``), ``face_strength`` (the blend a face model's authors use),
+    ``output_resize`` (a resize after the network, as the x2/x3 animevideov3 models have). ``details`` holds
+    descriptive metadata only (tags, notes, a method's parameters): nothing reads it to decide anything.
     """
 
     network: Any
@@ -59,7 +67,17 @@ class Model:
     call_fn: CallFn = plain_call
     source: str | None = None
     license: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    takes_mask: bool | None = None  # None: an inpainting model takes one, others not
+    weight_free: bool = False
+    half_needs_pow2: bool = False
+    call_options: tuple[str, ...] = ()
+    face_strength: float | None = None
+    output_resize: tuple[str, float] | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.takes_mask is None:
+            object.__setattr__(self, "takes_mask", self.task == "inpaint")
 
     # ------------------------------------------------------------------ placement
     @property

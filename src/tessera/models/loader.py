@@ -2,207 +2,38 @@
 
 Files are read as data, never as code: safetensors through its own reader, every PyTorch archive (``torch.save``
 files, Lightning checkpoints, TorchScript) through :mod:`tessera.models.torchfile`, within a byte budget. Then
-spandrel detects the architecture from the state dict's keys and shapes.
-spandrel is used with a private registry: its own architectures, spandrel_extra_arches' where installed, and
-tessera's (:func:`register_architecture`; GPEN by default). Nothing is ever downloaded here: a known model that is
-not in the cache raises ModelError naming the ``tessera models pull`` command that fetches it.
+spandrel detects the architecture from the state dict's keys and shapes, with tessera's private registry
+(:mod:`tessera.models.architectures`), and the descriptor it returns is wrapped into a Model
+(:mod:`tessera.models.wrapping`). Nothing is ever downloaded here: a known model that is not in the cache raises
+ModelError naming the ``tessera models pull`` command that fetches it.
 """
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from spandrel import (
-    MAIN_REGISTRY,
-    ArchId,
-    Architecture,
-    ArchRegistry,
-    ArchSupport,
-    ModelBase,
-    UnsupportedModelError,
-    canonicalize_state_dict,
-)
+from spandrel import ArchRegistry, ModelBase, UnsupportedModelError, canonicalize_state_dict
 
 from ..errors import ModelError, OptionError, look_up_option
 from ..options import format_bytes
+from .architectures import build_registry
 from .catalog import CatalogEntry, entry_for_file, find_entry, get_entry, model_path
-from .descriptor import PRECISION_DTYPES, Model, plain_call
+from .checksums import check_cached_file
+from .descriptor import PRECISION_DTYPES, Model
 from .formats import NCNN_SUFFIX, TORCH_SUFFIXES, WEIGHT_SUFFIXES
 from .torchfile import BUDGET_VARIABLE, read_torch_file, weight_budget
 from .unpickler import UnsafeWeightsError
+from .wrapping import from_descriptor, resized_output
 
-
-_PURPOSE_TASKS = {"SR": "upscale", "Restoration": "restore", "Inpainting": "inpaint", "FaceSR": "face"}
 
 # Where LaMa's authors' code puts the generator: in the Lightning module's state dict (``best.ckpt``) as
 # ``generator.``, next to its discriminator and loss weights, and once more wrapped by ``bin/to_jit.py`` (its
 # JITWrapper holds the Lightning module as ``.model``) as ``model.generator.``. spandrel's LaMa calls it ``model.``.
 _LAMA_GENERATOR_PREFIXES = ("generator.", "model.generator.")
 _LAMA_GENERATOR_PROBE = "model.1.bn_l.running_mean"  # the first FFC block, present in every LaMa generator
-
-
-# ---------------------------------------------------------------------------------------------------- registry
-_OWN_ARCHITECTURES: list[ArchSupport] = []
-
-
-def register_architecture(arch: Architecture[Any] | ArchSupport, *, before: Sequence[str] = ()) -> None:
-    """Make ``load_model`` detect one more architecture (detected before spandrel's own).
-
-    ``arch`` is a spandrel ``Architecture`` (detected by its ``detect`` method) or an ``ArchSupport``. Registering
-    an id again replaces the earlier registration. GPEN (``tessera.models.gpen.GPENArch``) is included by default
-    and needs no registration.
-    """
-    if isinstance(arch, ArchSupport):
-        support = arch
-    else:
-        support = ArchSupport.from_architecture(arch, tuple(ArchId(b) for b in before))
-    kept = [s for s in _OWN_ARCHITECTURES if s.architecture.id != support.architecture.id]
-    _OWN_ARCHITECTURES[:] = [*kept, support]
-
-
-def _default_architectures() -> list[ArchSupport]:
-    """tessera's built-in architectures; a module that is not there (yet) is skipped."""
-    try:
-        from .gpen import GPENArch
-    except ImportError:
-        return []
-    return [ArchSupport.from_architecture(GPENArch())]
-
-
-def _extra_architectures() -> list[ArchSupport]:
-    """spandrel_extra_arches' architectures (CodeFormer, MAT, ...) when the package is installed."""
-    try:
-        with warnings.catch_warnings():  # it scripts modules at import, which newer torch flags as deprecated
-            warnings.simplefilter("ignore", FutureWarning)
-            from spandrel_extra_arches import EXTRA_REGISTRY
-    except ImportError:
-        return []
-    return list(EXTRA_REGISTRY)
-
-
-def build_registry() -> ArchRegistry:
-    """A fresh private registry: registered and built-in tessera architectures, spandrel's, spandrel_extra_arches'.
-
-    Built per load (a fraction of a millisecond) so it always reflects :func:`register_architecture`; spandrel's
-    global ``MAIN_REGISTRY`` is never modified. On duplicate ids the first one wins, so tessera's come first.
-    """
-    registry = ArchRegistry()
-    registry.add(*_OWN_ARCHITECTURES)
-    registry.add(*_default_architectures(), ignore_duplicates=True)
-    registry.add(*MAIN_REGISTRY, ignore_duplicates=True)
-    registry.add(*_extra_architectures(), ignore_duplicates=True)
-    return registry
-
-
-# ---------------------------------------------------------------------------------------------------- face traits
-def _first_output(network: Any, image: torch.Tensor) -> torch.Tensor:
-    """Call a face network that returns a tuple (image, extras...) and keep the image, in its own range."""
-    return network(image)[0]
-
-
-@dataclass(frozen=True)
-class _FaceTraits:
-    face_size: int | None  # None: the size requirements' minimum
-    template: str
-    call_fn: Callable[..., torch.Tensor] | None  # None: keep the descriptor's own
-
-
-# Face networks work in [-1, 1]. spandrel's wrappers differ (GFPGAN and CodeFormer pass [0, 1] straight through,
-# RestoreFormer converts inside its call), so tessera calls these networks raw and converts in Model.__call__.
-_FACE_ARCHITECTURES: dict[str, _FaceTraits] = {
-    "GFPGAN": _FaceTraits(512, "facexlib", _first_output),
-    "CodeFormer": _FaceTraits(512, "facexlib", _first_output),
-    "RestoreFormer": _FaceTraits(512, "facexlib", _first_output),
-    "GPEN": _FaceTraits(None, "gpen", None),
-}
-
-
-# ---------------------------------------------------------------------------------------------------- wrapping
-def _spectral_in_fp32(network: Any) -> None:
-    """Make LaMa's Fourier units compute in float32 whatever precision the rest of the network runs in.
-
-    torch.fft has no bfloat16 kernels and does float16 only at power-of-two sizes, and spandrel's LaMa casts to
-    float32 only for CUDA float16. So in bf16 (the engine's GPU choice when a model declares it) each
-    ``FourierUnit`` gets its input in float32, keeps its own small convolution in float32, and hands back the
-    network's dtype: the spatial convolutions, which hold most of the work, stay in half precision. No effect
-    in float32; applied once per network, when it is loaded.
-    """
-    if not isinstance(network, torch.nn.Module):
-        return
-    for unit in network.modules():
-        if type(unit).__name__ != "FourierUnit" or unit.__dict__.get("_tessera_spectral_fp32"):
-            continue
-        unit.forward = _float32_forward(unit, unit.forward)
-        unit._tessera_spectral_fp32 = True
-
-
-def _float32_forward(unit: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]):
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if x.dtype in (torch.float16, torch.bfloat16):
-            unit.float()
-            return forward(x.float()).to(x.dtype)
-        return forward(x)
-
-    return run
-
-
-def from_descriptor(descriptor: ModelBase[Any], *, name: str | None = None, source: str | None = None,
-                    entry: CatalogEntry | None = None) -> Model:
-    """Wrap a spandrel descriptor into a Model; a catalog ``entry`` fills the name, licence and face metadata.
-
-    The network is called through the descriptor's ``_call_fn`` (not its ``__call__``, which clamps and pads),
-    or raw for face networks, whose [-1, 1] range Model converts.
-    """
-    arch_id = str(descriptor.architecture.id)
-    call_fn = descriptor._call_fn  # the unclamped call: Model converts the range and clamps once
-    input_range = (0.0, 1.0)
-    face_size = face_template = None
-    traits = _FACE_ARCHITECTURES.get(arch_id)
-    if traits is not None:
-        input_range = (-1.0, 1.0)
-        face_size = traits.face_size or descriptor.size_requirements.minimum or None
-        face_template = traits.template
-        call_fn = traits.call_fn or call_fn
-    extra: dict[str, Any] = {"tags": list(descriptor.tags), "purpose": descriptor.purpose}
-    context = None
-    if arch_id == "LaMa":  # Fourier convolutions: half precision needs power-of-two sizes, and bf16 no FFT at all
-        extra["fft"] = True
-        _spectral_in_fp32(descriptor.model)
-    if entry is not None:
-        face_size = entry.face_size or face_size
-        face_template = entry.face_template or face_template
-        if entry.notes:
-            extra["notes"] = entry.notes
-        if entry.face_strength is not None:
-            extra["face_strength"] = entry.face_strength
-        context = entry.tile_pad
-    return Model(
-        network=descriptor.model,
-        name=name or (entry.name if entry else arch_id),
-        task=_PURPOSE_TASKS[descriptor.purpose],
-        architecture=arch_id,
-        scale=descriptor.scale,
-        input_channels=descriptor.input_channels,
-        output_channels=descriptor.output_channels,
-        size_requirements=descriptor.size_requirements,
-        tiling=descriptor.tiling,
-        supports_half=descriptor.supports_half,
-        supports_bfloat16=descriptor.supports_bfloat16,
-        input_range=input_range,
-        face_size=face_size,
-        face_template=face_template,
-        call_fn=call_fn,
-        context=context,
-        source=source,
-        license=entry.license if entry else None,
-        extra=extra,
-    )
 
 
 def as_model(obj: Any, *, name: str | None = None, model_dir: str | os.PathLike[str] | None = None) -> Model:
@@ -308,33 +139,6 @@ def _declared_resize(path: Path) -> tuple[str, float] | None:
         raise ModelError(f"{path}: cannot read weights: {_first_line(error)}") from error
 
 
-class ResizedOutput(torch.nn.Module):
-    """A network followed by an interpolation of its output (``align_corners=False``, as ncnn's Interp)."""
-
-    def __init__(self, network: Any, call_fn: Callable[..., torch.Tensor], mode: str, factor: float) -> None:
-        super().__init__()
-        self.network, self.call_fn, self.mode, self.factor = network, call_fn, mode, factor
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = self.call_fn(self.network, image)
-        return F.interpolate(out, scale_factor=self.factor, mode=self.mode, align_corners=False)
-
-
-def resized_output(model: Model, mode: str, factor: float) -> Model:
-    """``model`` followed by a ``mode`` resize of its output by ``factor``: the x2/x3 animevideov3 models are
-    the x4 network and a bicubic 0.5/0.75 resize. Tileable at the integer factor ``scale * factor``; the resize
-    reaches one more input pixel of context."""
-    scale = model.scale * factor
-    if (mode not in ("bicubic", "bilinear") or abs(scale - round(scale)) > 1e-9 or round(scale) < 1
-            or model.input_range != (0.0, 1.0)):
-        raise ModelError(f"{model.name}: a {mode} resize by {factor:g} of a x{model.scale} network is not a "
-                         f"network of integer scale")
-    extra = {**model.extra, "output_resize": (mode, factor), "network_scale": model.scale}
-    return replace(model, network=ResizedOutput(model.network, model.call_fn, mode, factor),
-                   call_fn=plain_call, scale=int(round(scale)),
-                   context=None if model.context is None else model.context + 1, extra=extra)
-
-
 def load_file(path: str | os.PathLike[str], *, entry: CatalogEntry | None = None,
               registry: ArchRegistry | None = None) -> Model:
     """Load a weight file or an ncnn ``.param`` into a Model (no placement); ``entry`` defaults to the catalog
@@ -380,8 +184,6 @@ def resolve_model_file(name_or_path: str | os.PathLike[str],
     it, when it does not match its published or recorded sha256 or has neither (hashing is cached per file
     version). An unknown name raises ModelError suggesting the nearest known one.
     """
-    from .download import check_cached_file
-
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.is_file():

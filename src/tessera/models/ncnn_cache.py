@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ChecksumError, ModelError, OutputError
-from ..image import write_atomically
+from ..image.atomic import write_atomically
 from .catalog import CatalogEntry, find_entry, model_path, models_dir
-from .download import Digests, file_digests, write_record
+from .checksums import Digests, file_digests, read_record, write_record
 from .ncnn import bin_beside, read_ncnn
 from .ncnn_graph import Conversion, convert
 
@@ -108,8 +108,6 @@ def install_bundled(entry: CatalogEntry, model_dir: str | os.PathLike[str] | Non
                     force: bool = False) -> Path:
     """Convert a bundled model into the cache (once; again with ``force``, or when the record of an earlier
     conversion is missing, as after a crash between the two writes) and return its cached file."""
-    from .download import read_record
-
     target = model_path(entry, model_dir)
     if target.is_file() and not force and read_record(entry, model_dir) is not None:
         return target

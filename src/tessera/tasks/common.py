@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ..image import Picture, load_image, single_channel
+from ..image.pixels import Picture, single_channel
+from ..image.read import load_image
 
 
 def open_picture(image: Any) -> tuple[Picture, str]:

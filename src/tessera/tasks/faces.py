@@ -34,19 +34,21 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import ProgressCallback, Runtime, run_model
+from ..engine import Runtime, run_model
 from ..errors import InputError, ModelError, OptionError
+from ..progress import ProgressCallback
 from ..faces.align import (AlignedFace, align_face, alignment_matrix, compose, face_template, footprint, invert,
                            native_crop_size, native_square_size, resize_map, translation)
 from ..faces.detect import Face, available_detector, detect_faces
 from ..faces.paste import FacePaster, face_parser
 from ..filters import deblur, suppress_hf
-from ..image import Picture, from_float, to_float
+from ..image.pixels import Picture, from_float, to_float
 from ..models.classical.face import classical_face_model
 from ..models.classical.lanczos import resize
 from ..models.descriptor import Model
-from ..options import FaceOptions, parse_options
+from ..options import EngineOptions, FaceOptions, parse_options
 from .common import deliver, open_picture
+from .result import Result
 
 # Faces are aligned, restored and pasted this many at a time, so crops never pile up for a crowd.
 _CHUNK = 16
@@ -90,8 +92,9 @@ class FaceReport:
 
 def enhance_faces(image: Any, *, model: str | Model | None = None, background: str | Model | None = None,
                   progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                  model_dir: str | None = None, report: list[FaceReport] | None = None, **options: Any) -> Any:
-    """Restore the faces of ``image`` (path, :class:`Picture` or numpy array); the result has the same form.
+                  model_dir: str | None = None, **options: Any) -> Result[FaceReport]:
+    """Restore the faces of ``image`` (path, :class:`Picture` or numpy array): a :class:`Result` whose ``image``
+    has the form given (a Picture for a path) and whose ``report`` is a :class:`FaceReport`.
 
     ``model``: a face model name (``gpen-bfr-512``, ``gfpgan-1.4``, ``codeformer``, ``restoreformer``...), a
     path, a loaded face :class:`Model`, or None for the weight-free clean-up. ``background``: "auto", "none",
@@ -100,8 +103,7 @@ def enhance_faces(image: Any, *, model: str | Model | None = None, background: s
     ``detector``, ``detect_tiles``, ``aligned``, ``only_center_face``, ``only_largest_face``, ``faces``,
     ``save_faces``, ``deblur``, ``deblur_method``, ``suppress_hf`` and the engine options) are validated by
     :class:`~tessera.options.FaceOptions`; the module's docstring says what the face choices and ``aligned`` do.
-    A photo without faces is not an error: it comes back unchanged (resized at ``upscale`` > 1). ``report``: a
-    list that receives a :class:`FaceReport`.
+    A photo without faces is not an error: it comes back unchanged (resized at ``upscale`` > 1).
     """
     named = {"model": model if isinstance(model, (str, type(None))) else None,
              "background": background if isinstance(background, str) else "auto"}
@@ -143,16 +145,14 @@ def enhance_faces(image: Any, *, model: str | Model | None = None, background: s
         done.manifest = writer.finish() if writer is not None else None
         result = result.with_pixels(canvas)
     timings["total"] = time.perf_counter() - started
-    if report is not None:
-        report.append(done)
-    return deliver(result, kind)
+    return Result(deliver(result, kind), done)
 
 
 def face_strength(opts: FaceOptions, network: Model) -> float:
     """The blend to use: the user's ``strength``, else the model's default (``face_strength``), else 1."""
     if opts.strength is not None:
         return float(opts.strength)
-    return float(network.extra.get("face_strength", 1.0))
+    return 1.0 if network.face_strength is None else float(network.face_strength)
 
 
 def find_faces(pixels: np.ndarray, opts: FaceOptions, runtime: Runtime | None = None,
@@ -206,7 +206,7 @@ def _resolve_face_model(model: Any, opts: FaceOptions, model_dir: str | None) ->
 
 def _with_fidelity(network: Model, fidelity: float) -> Model:
     """CodeFormer takes its fidelity weight as a call argument: a descriptor for this job that passes it."""
-    if network.architecture != "CodeFormer":
+    if "fidelity" not in network.call_options:
         return network
 
     def call(module: Any, image: Any) -> Any:
@@ -238,13 +238,11 @@ def make_background(picture: Picture, opts: FaceOptions, background_model: Model
         return picture.with_pixels(picture.pixels.copy()), "none"
     from .upscale import upscale
 
-    engine = {name: getattr(opts, name) for name in ("device", "precision", "max_memory", "tile", "tile_pad",
-                                                     "tile_batch", "blend")}
+    engine = {name: getattr(opts, name) for name in EngineOptions.model_fields}
     upscaler = None if choice == "lanczos" else (background_model or choice)
-    reports: list = []
-    result = upscale(picture, model=upscaler, scale=opts.upscale, progress=progress, cancel=cancel,
-                     model_dir=model_dir, report=reports, **engine)
-    return result, "lanczos" if upscaler is None else reports[0].model
+    done = upscale(picture, model=upscaler, scale=opts.upscale, progress=progress, cancel=cancel,
+                   model_dir=model_dir, **engine)
+    return done.image, "lanczos" if upscaler is None else done.report.model
 
 
 def _crop_size(network: Model, face: Face, template: str, scale: tuple[float, float]) -> int:

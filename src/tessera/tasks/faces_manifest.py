@@ -30,7 +30,8 @@ import numpy as np
 from ..errors import InputError, OptionError, OutputError
 from ..faces.align import TEMPLATES
 from ..faces.detect import Face
-from ..image import Picture, from_float, save_image, to_float
+from ..image.pixels import Picture, from_float, to_float
+from ..image.write import save_image
 from ..options import FaceOptions, parse_options
 from .manifest_checks import (DTYPES, MAX_SIDE, folder_file, int_field, load_pixels, read_json, shown,
                               whole_number, write_json)
@@ -213,7 +214,7 @@ def _saved_face(entry: Any, number: int, folder: Path, inside: Path, path: Path)
 
 def check_face_files(manifest: FaceManifest) -> None:
     """Every face's crop and restored file has its crop's size, read from their headers (nothing decoded)."""
-    from ..image import read_image_size
+    from ..image.read import read_image_size
 
     for face in manifest.faces:
         for kind, file in (("face crop", face.crop), ("restored face", face.restored)):

@@ -21,9 +21,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..engine import ProgressCallback, ProgressEvent, Runtime, fits, measure_memory, run_model
+from ..engine import Runtime, fits, measure_memory, run_model
 from ..errors import OptionError
-from ..image import from_float, to_float
+from ..progress import ProgressCallback, ProgressEvent
+from ..image.pixels import from_float, to_float
 from ..masks import coverage, prepare_mask, require_context
 from ..models.classical.inpaint import WEIGHT_FREE_INPAINT, patchmatch_available
 from ..models.descriptor import Model
@@ -31,7 +32,10 @@ from ..options import InpaintOptions, parse_options
 from .common import deliver, open_picture
 from .inpaint_paste import (Manifest, RegionWriter, check_photo, check_region_files, feather_band, feather_weights,
                             paste_region, read_manifest, stitch_pixels, to_gray)
-from .inpaint_plan import QUANTUM, Region, Sizing, plan_regions
+from .inpaint_plan import plan_regions
+from .inpaint_regions import Region
+from .inpaint_sizing import QUANTUM, Sizing
+from .result import Result
 
 LAMA = "big-lama"                 # catalog name of the network `--model auto` uses when it is cached
 DEFAULT_WEIGHT_FREE = "patchmatch"  # keeps texture at a small PSNR cost (bench/inpaint_quality.py); needs the extra
@@ -108,7 +112,7 @@ def default_weight_free() -> tuple[str, str]:
 
 
 def is_weight_free(model: Model) -> bool:
-    return bool(model.extra.get("weight_free"))
+    return model.weight_free
 
 
 def sizing_for(model: Model, runtime: Runtime, max_size: int | None) -> Sizing:
@@ -116,7 +120,7 @@ def sizing_for(model: Model, runtime: Runtime, max_size: int | None) -> Sizing:
     in half precision), capped by ``max_size``, checked against the memory budget."""
     if is_weight_free(model):
         return Sizing(quantum=1, pow2=False, max_size=max_size, fits=None)
-    fft = bool(model.extra.get("fft"))
+    fft = model.half_needs_pow2
     multiple = max(1, model.size_requirements.multiple_of)
     quantum = QUANTUM * multiple // math.gcd(QUANTUM, multiple)
     return Sizing(quantum=quantum, pow2=fft and runtime.precision in ("fp16", "bf16"), max_size=max_size,
@@ -264,10 +268,11 @@ class _Steps:
 
 def inpaint(image: Any, mask: Any, *, model: str | Model | Any = "auto", progress: ProgressCallback | None = None,
             cancel: threading.Event | None = None, model_dir: str | None = None,
-            report: list[InpaintReport] | None = None, **options: Any) -> Any:
-    """Fill the masked parts of ``image`` and return the result in the form given (path -> Picture).
+            **options: Any) -> Result[InpaintReport]:
+    """Fill the masked parts of ``image``: a :class:`Result` whose ``image`` has the form given (a Picture for a
+    path) and whose ``report`` is an :class:`InpaintReport`.
 
-    ``image``: a path, a :class:`~tessera.image.Picture` or a numpy array (HxW, HxWx3, HxWx4; uint8, uint16,
+    ``image``: a path, a :class:`~tessera.image.pixels.Picture` or a numpy array (HxW, HxWx3, HxWx4; uint8, uint16,
     float32). ``mask``: a path, a Picture or an array: grey, white-on-black RGB, or RGBA (alpha); above 127 is
     a hole. ``model``: ``auto`` (LaMa if cached, else the weight-free default), ``lama``, a name or path,
     ``patchmatch``, ``telea``, or a loaded model. Options (validated by :class:`~tessera.options.InpaintOptions`):
@@ -275,8 +280,7 @@ def inpaint(image: Any, mask: Any, *, model: str | Model | Any = "auto", progres
     ``resize_mask``, ``save_regions`` and the engine's ``device``, ``precision``, ``max_memory``, ``tile_batch``.
     ``feather`` N blends the fill into a band of N px around the grown mask (the mask itself is replaced whole).
     Pixels outside the grown mask and that band, alpha and metadata are returned unchanged. A mask that leaves
-    too little of the photo to fill from is an InputError. ``report``: a list that receives an
-    :class:`InpaintReport`.
+    too little of the photo to fill from is an InputError.
     """
     opts = parse_options(InpaintOptions, model=model if isinstance(model, str) else "auto", **options)
     max_size = None if opts.max_size == "auto" else int(opts.max_size)  # the schema checked MIN_RUN_SIDE
@@ -306,12 +310,11 @@ def inpaint(image: Any, mask: Any, *, model: str | Model | Any = "auto", progres
         if writer is not None:
             writer.add(region, pixels[region.crop.slices], paste, result, core=grown[region.crop.slices])
     manifest = writer.finish() if writer is not None else None
-    if report is not None:
-        report.append(InpaintReport(
-            model=network.name, strategy=opts.strategy, device=str(runtime.device), precision=runtime.precision,
-            coverage=coverage(grown), regions=list(regions), weight_free=is_weight_free(network),
-            fallback=notice, manifest=manifest))
-    return deliver(picture.with_pixels(out), kind)
+    report = InpaintReport(
+        model=network.name, strategy=opts.strategy, device=str(runtime.device), precision=runtime.precision,
+        coverage=coverage(grown), regions=list(regions), weight_free=is_weight_free(network),
+        fallback=notice, manifest=manifest)
+    return Result(deliver(picture.with_pixels(out), kind), report)
 
 
 def stitch(manifest: str | Path | Manifest, image: Any = None) -> Any:
@@ -324,7 +327,7 @@ def stitch(manifest: str | Path | Manifest, image: Any = None) -> Any:
     """
     import os
 
-    from ..image import read_image_size
+    from ..image.read import read_image_size
 
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)

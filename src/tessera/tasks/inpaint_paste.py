@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..image import from_float, to_float
+from ..image.pixels import from_float, to_float
 from ..masks import grow_mask, mask_values
-from .inpaint_plan import Box, Region
+from .inpaint_regions import Box, Region
 from .manifest_checks import (DTYPES, MAX_SIDE, folder_file, int_field, load_pixels, read_json, shown,
                               whole_number, write_json)
 
@@ -120,7 +120,7 @@ class RegionWriter:
     """Writes each region's input crop, paste mask and result, then a manifest that ``stitch`` reads back."""
 
     def __init__(self, folder: str | os.PathLike[str], *, photo: Any, feather: int, strategy: str, model: str):
-        from ..image import save_image
+        from ..image.write import save_image
 
         self._save = save_image
         self.folder = Path(folder)
@@ -245,7 +245,7 @@ def check_region_files(manifest: Manifest) -> None:
     """Every region's mask and result file has its crop's size, read from their headers (nothing decoded).
 
     The image reader opens them as :func:`~tessera.tasks.manifest_checks.regular_file` does (no blocking on a FIFO, regular files only)."""
-    from ..image import read_image_size
+    from ..image.read import read_image_size
 
     for region in manifest.regions:
         expected = (region.crop.width, region.crop.height)
@@ -294,7 +294,7 @@ def stitch_pixels(manifest: Manifest | str | os.PathLike[str], picture: Any) -> 
 def load_region_mask(region: SavedRegion) -> np.ndarray:
     """A region's saved paste mask as 8-bit values (HxW) of the crop's size: above 127 pasted, from
     CORE_THRESHOLD on of the grown mask."""
-    from ..image import load_image
+    from ..image.read import load_image
 
     shape = (region.crop.height, region.crop.width)
     picture = load_image(region.mask, max_pixels=shape[0] * shape[1])

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..image import from_float, to_float, write_atomically
+from ..image.atomic import write_atomically
+from ..image.pixels import from_float, to_float
 
 MAX_MANIFEST_BYTES = 16 << 20        # a manifest of 10,000 entries takes about 3 MB
 MAX_SIDE = 2**31 - 1                 # the largest photo side a manifest may state
@@ -125,7 +126,7 @@ def folder_file(name: Any, kind: str, folder: Path, inside: Path, path: Path) ->
 
 def load_pixels(path: Path, shape: tuple[int, int], dtype: np.dtype, gray: bool, what: str) -> np.ndarray:
     """A listed (possibly hand-edited) image file as HxWx3 pixels of ``dtype``, decoded within ``shape``."""
-    from ..image import load_image
+    from ..image.read import load_image
 
     picture = load_image(path, max_pixels=shape[0] * shape[1])
     pixels = picture.pixels

@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch.nn.functional as F
 
-from ..engine import ProgressCallback, Runtime, TilePlan, measure_context, tiled_apply
+from ..engine import Runtime, TilePlan, apply_tiles, infer_scale, measure_context
+from ..progress import ProgressCallback
 from ..errors import OptionError
 from ..models.classical.lanczos import lanczos_model, resize
 from ..models.descriptor import Model
 from ..options import AUTO_DEFAULT_SCALE, WEIGHT_FREE_DEFAULT_SCALE, WEIGHT_FREE_NAMES, UpscaleOptions, parse_options
 from .common import deliver, open_picture
+from .result import Result
 
 
 @dataclass
@@ -115,15 +117,16 @@ def resolve_auto(model: Any, opts: UpscaleOptions, model_dir: str | None) -> tup
 
 def upscale(image: Any, *, model: str | Model | Any | None = "auto", scale: float | None = None,
             progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-            model_dir: str | None = None, report: list[UpscaleReport] | None = None, **options: Any) -> Any:
-    """Upscale ``image`` (path, :class:`Picture` or numpy array) and return the result in the same form.
+            model_dir: str | None = None, **options: Any) -> Result[UpscaleReport]:
+    """Upscale ``image`` (path, :class:`Picture` or numpy array): a :class:`Result` whose ``image`` has the form
+    given (a Picture for a path) and whose ``report`` is an :class:`UpscaleReport`.
 
     ``model``: a model name, a path, a loaded model, "lanczos" (or None) for the weight-free method (default scale
     2), or "auto" (the default): the best real network available for the device (:func:`choose_auto_model`),
     else Lanczos, at a default scale of 4. ``scale``: the output scale (default: the model's factor). Engine
     options (``device``, ``precision``, ``max_memory``, ``tile``, ``tile_pad``, ``tile_batch``, ``blend``) and
     ``sharpen`` are validated by :class:`UpscaleOptions`. Alpha is upscaled with Lanczos; 16-bit stays 16-bit;
-    metadata is kept. ``report``: a list that receives an :class:`UpscaleReport`.
+    metadata is kept.
     """
     opts = parse_options(UpscaleOptions, model=model if isinstance(model, (str, type(None))) else None,
                          scale=scale, **options)
@@ -137,9 +140,7 @@ def upscale(image: Any, *, model: str | Model | Any | None = "auto", scale: floa
     if weight_free:
         network = lanczos_model(max(1, math.floor(target + 1e-9)), opts.sharpen)
     elif not network.scale:
-        from ..engine import infer_scale
-
-        infer_scale(network, runtime)
+        network = infer_scale(network, runtime)
     factors, _rest = plan_passes(network.scale, target)
     if weight_free and target != network.scale:
         factors = []  # one exact Lanczos resize beats an integer pass followed by a second resampling
@@ -149,17 +150,17 @@ def upscale(image: Any, *, model: str | Model | Any | None = "auto", scale: floa
         runtime.report("passes", number - 1, len(factors), f"pass {number}/{len(factors)}: x{factor}")
         step = pooled(network, factor)
         if opts.tile_pad == "auto" and step is not network:
-            step.context = measure_context(network, runtime)
-        pixels = tiled_apply(step, pixels, tile=opts.tile, pad=opts.tile_pad,
-                             batch=opts.tile_batch, blend=opts.blend, runtime=runtime, plan=done.passes)
+            step = replace(step, context=measure_context(network, runtime))
+        tiled = apply_tiles(step, pixels, tile=opts.tile, tile_pad=opts.tile_pad, tile_batch=opts.tile_batch,
+                            blend=opts.blend, runtime=runtime)
+        pixels = tiled.output
+        done.passes.append(tiled.plan)
     height, width = picture.height, picture.width
     final_w, final_h = round(width * target), round(height * target)
     if (pixels.shape[1], pixels.shape[0]) != (final_w, final_h):
         done.finish = f"Lanczos {pixels.shape[1]}x{pixels.shape[0]} -> {final_w}x{final_h}"
         pixels = _resize_pixels(pixels, final_w, final_h)
-    if report is not None:
-        report.append(done)
-    return deliver(picture.with_pixels(pixels), kind)
+    return Result(deliver(picture.with_pixels(pixels), kind), done)
 
 
 def _resize_pixels(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

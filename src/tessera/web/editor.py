@@ -3,9 +3,12 @@
 Gradio's ImageEditor opens what the browser sends (background, brush layers, composite) with ``PIL.Image.open``,
 which picks a decoder by content among all of Pillow's plugins (EPS included, which runs Ghostscript) and knows
 no pixel limit but Pillow's global one. :func:`guard_editor` keeps the component as the page knows it, but each
-image goes through :func:`tessera.image.load_image` under a pixel limit that fits the editor's canvas, and only files
-in Gradio's upload folder are read. The images the browser sends as bytes (Gradio keeps them in memory until
+image goes through :func:`tessera.image.read.load_image` under a pixel limit that fits the editor's canvas, and
+only files in Gradio's upload folder are read. The images the browser sends as bytes (Gradio keeps them in memory until
 the job runs) are bounded in size and in number. The page sees the ordinary ImageEditor.
+
+What the editor hands back, brush strokes painted on a preview, becomes a full-resolution mask through
+:func:`editor_strokes` and :func:`scale_mask`.
 """
 from __future__ import annotations
 
@@ -17,13 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import gradio as gr
 import numpy as np
 from gradio.components.base import server
 from gradio.data_classes import FileData
 
 from ..errors import InputError, TesseraError
-from ..image import Picture, load_image
+from ..image.pixels import Picture
+from ..image.read import load_image
 from .results import preview
 from .uploads import gradio_upload_folder, inside
 
@@ -90,6 +95,31 @@ def _accept_blobs(editor: gr.ImageEditor, data: Any) -> None:
     gr.ImageEditor.accept_blobs(editor, data)
     while len(editor.blob_storage) > PENDING_EDITS:
         editor.blob_storage.pop(next(iter(editor.blob_storage)))
+
+
+def editor_strokes(editor: dict[str, Any] | None) -> np.ndarray | None:
+    """The union of the editor's painted layers as a boolean mask at the editor's size, or None if unpainted."""
+    if not editor:
+        return None
+    strokes = None
+    for layer in editor.get("layers") or []:
+        if layer is None:
+            continue
+        layer = np.asarray(layer)
+        painted = layer[:, :, 3] > 0 if layer.ndim == 3 and layer.shape[2] == 4 else layer.reshape(
+            layer.shape[0], layer.shape[1], -1).max(axis=2) > 0
+        strokes = painted if strokes is None else strokes | painted
+    if strokes is None or not strokes.any():
+        return None
+    return strokes
+
+
+def scale_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A boolean mask resized to ``width`` x ``height``: bilinear on 0/255 then halved, so edges stay smooth."""
+    if mask.shape == (height, width):
+        return mask.copy()
+    values = cv2.resize(mask.astype(np.uint8) * np.uint8(255), (width, height), interpolation=cv2.INTER_LINEAR)
+    return values >= 128
 
 
 def _without_paths(message: str) -> str:

@@ -32,7 +32,6 @@ _TEXT: dict[str, tuple[str, str]] = {
     "detected": ("Detected faces (click one to choose it)", "检测到的人脸（点击以选择）"),
     "compare": ("Before / after", "处理前 / 处理后"),
     "result": ("Result at full resolution (download)", "全分辨率结果（下载）"),
-    "status": ("Status", "状态"),
     "format": ("Output format", "输出格式"),
     "quality": ("Quality (JPEG, WEBP)", "质量（JPEG、WEBP）"),
     "run.inpaint": ("Inpaint", "开始修复"),
@@ -43,7 +42,6 @@ _TEXT: dict[str, tuple[str, str]] = {
     "advanced.engine": ("Engine", "运行设置"),
     "advanced.inpaint": ("Inpainting", "修复"),
     "advanced.faces": ("Faces", "人脸"),
-    "done": ("Done", "完成"),
     "faces_found": ("Faces found", "检测到人脸数"),
     # hints that replace, in error messages, what the CLI says about its own flags (see wording.py)
     "msg.mask_size": ("paint the mask on the page, or upload a mask of the photo's size",
@@ -139,11 +137,6 @@ def translations() -> dict[str, dict[str, str]]:
 
 def has_key(key: str) -> bool:
     return key in _TEXT
-
-
-def english(key: str) -> str:
-    """The English text of ``key`` (server-side uses, tests)."""
-    return _TEXT[key][0]
 
 
 def text(key: str, language: str = "en") -> str:

@@ -79,7 +79,7 @@ def release_memory(device: Any = None) -> None:
     """
     import torch
 
-    from ..engine import trim_host_heap
+    from ..engine.runtime import trim_host_heap
 
     trim_host_heap()
     if device is not None:

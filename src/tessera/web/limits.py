@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageTooLargeError, InputError, ResourceError
-from ..image import Picture, check_quality as check_image_quality, load_image
+from ..image.pixels import Picture
+from ..image.read import load_image
+from ..image.write import check_quality as check_image_quality
 from ..options import format_bytes
 
 DEFAULT_MAX_UPLOAD = 200 << 20         # bytes
@@ -48,8 +50,9 @@ def open_upload(path: str | None, limits: Limits, what: str = "photo") -> Pictur
 
 
 def check_quality(quality: object) -> None:
-    """The JPEG/WEBP quality a client sent, checked before the job as :func:`~tessera.image.save_image` checks it
-    after; a slider sends whole numbers as floats (95.0), which count as whole numbers."""
+    """The JPEG/WEBP quality a client sent, checked before the job by the check
+    :func:`~tessera.image.write.save_image` makes after; a slider sends whole numbers as floats (95.0), which count
+    as whole numbers."""
     if isinstance(quality, float) and quality.is_integer():
         quality = int(quality)
     check_image_quality(quality)
@@ -70,5 +73,5 @@ def check_result_fits(picture: Picture, scale: float, available: int | None = No
 
         available = int(psutil.virtual_memory().available)
     if need > RESULT_MEMORY_SHARE * available:
-        raise ResourceError(f"the result would be {width}x{height} pixels ({format_bytes(need)}); only {format_bytes(available)} "
-                            f"of memory is available: choose a smaller scale")
+        raise ResourceError(f"the result would be {width}x{height} pixels ({format_bytes(need)}); only "
+                            f"{format_bytes(available)} of memory is available: choose a smaller scale")

@@ -13,7 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..image import Picture, save_image
+from ..image.pixels import Picture
+from ..image.write import save_image
 from .retention import new_job_folder
 
 OUTPUT_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}

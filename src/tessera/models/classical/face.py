@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from ...image import from_float
+from ...image.pixels import from_float
 from ..descriptor import Model
 from .lanczos import sharpen
 

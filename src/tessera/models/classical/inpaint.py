@@ -88,7 +88,7 @@ def telea_model(radius: int = TELEA_RADIUS) -> Model:
         network=_MaskedNetwork(lambda image, mask: inpaint_telea(image, mask, radius)),
         name="telea", task="inpaint", architecture="Telea (OpenCV, weight-free)",
         call_fn=_masked_call, context=radius, source="opencv", license="Apache-2.0 (OpenCV)",
-        extra={"weight_free": True, "radius": radius},
+        takes_mask=True, weight_free=True, details={"radius": radius},
     )
 
 
@@ -108,7 +108,7 @@ def patchmatch_model(patch_size: int = PATCH_SIZE, seed: int = 0, **options: obj
         network=_MaskedNetwork(lambda image, mask: inpaint_patchmatch(image, mask, patch_size, seed, **options)),
         name="patchmatch", task="inpaint", architecture="PatchMatch (patchmatch-cython, weight-free)",
         call_fn=_masked_call, source="patchmatch-cython", license="BSD-3-Clause",
-        extra={"weight_free": True, "patch_size": patch_size, **options},
+        takes_mask=True, weight_free=True, details={"patch_size": patch_size, **options},
     )
 
 

@@ -2,9 +2,11 @@
 
 The driver connects (``ray.init(address=...)``, or uses the Ray this process already initialised), starts the
 actors (``num_gpus=1`` each when the cluster has GPUs: one actor per GPU; otherwise one per CPU), and keeps at
-most :data:`~tessera.batch.IN_FLIGHT_PER_WORKER` images queued on each actor, so the work in flight stays bounded
-whatever the folder's size. Actors write outputs straight to the output folder: on a multi-machine cluster it must
-be a path every node sees (a shared or network file system), as must the inputs and the model cache.
+most :data:`~tessera.batch.worker.IN_FLIGHT_PER_WORKER` images queued on each actor, so the work in flight stays
+bounded whatever the folder's size. Actors write outputs straight to the output folder: on a multi-machine cluster
+it must be a path every node sees (a shared or network file system), as must the inputs and the model cache.
+
+This module imports the worker, the plan and the report, never the module that calls it (:mod:`.run`).
 """
 from __future__ import annotations
 
@@ -14,14 +16,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .batch import IN_FLIGHT_PER_WORKER, BatchSummary, Job, Outcome, Processor, Settings
-from .errors import OptionError, ResourceError
+from ..errors import OptionError, ResourceError
+from .plan import Job
+from .report import BatchSummary, Outcome
+from .worker import IN_FLIGHT_PER_WORKER, Processor, Settings
 
 ACTOR_RESTARTS = 1  # an actor whose process died (out of memory, crash) is started again once
 
 
 class RayWorker:
-    """The body of a Ray actor: a :class:`~tessera.batch.Processor` living in the actor's process."""
+    """The body of a Ray actor: a :class:`~tessera.batch.worker.Processor` living in the actor's process."""
 
     def __init__(self, settings: Settings):
         self.processor = Processor(settings)

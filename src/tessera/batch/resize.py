@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .batch import Outcome, find_images
-from .errors import InputError, OptionError, TesseraError
-from .image import Picture, copy_atomically
+from ..errors import InputError, OptionError, TesseraError
+from ..image.atomic import copy_atomically
+from ..image.pixels import Picture
+from .plan import find_images
+from .report import Outcome
 
 
 def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -26,7 +28,7 @@ def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 def shrink(picture: Picture, max_side: int) -> Picture:
     """``picture`` with its longest side at most ``max_side`` (area averaging: no aliasing); metadata kept."""
-    from .models.classical.lanczos import resize
+    from ..models.classical.lanczos import resize
 
     if max_side < 1:
         raise OptionError(f"max side must be at least 1 pixel, got {max_side}")
@@ -42,8 +44,8 @@ def resize_files(paths: Iterable[str | Path], max_side: int, *, output_dir: str 
     """Shrink every image of ``paths`` (files, or folders searched for images) to ``max_side``.
 
     Without ``output_dir`` files are replaced in place; with it, results go there (a folder's tree mirrored),
-    and images that need no shrinking are copied unchanged. Returns one :class:`~tessera.batch.Outcome` per
-    file: "done", "skipped" (already small enough, in place) or "failed" (with the error).
+    and images that need no shrinking are copied unchanged. Returns one :class:`~tessera.batch.report.Outcome`
+    per file: "done", "skipped" (already small enough, in place) or "failed" (with the error).
     """
     if max_side < 1:
         raise OptionError(f"--max-side must be at least 1 pixel, got {max_side}")
@@ -71,7 +73,8 @@ def _expand(paths: Iterable[str | Path], recursive: bool, pattern: str | None) -
 
 
 def _resize_one(source: Path, target: Path, name: str, max_side: int, quality: int) -> Outcome:
-    from .image import load_image, read_image_size, save_image
+    from ..image.read import load_image, read_image_size
+    from ..image.write import save_image
 
     started = time.monotonic()
     try:

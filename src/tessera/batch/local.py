@@ -1,0 +1,161 @@
+"""Running a batch on this machine: in this process (one worker), or on spawned worker processes, one per device.
+
+Each worker process loads the task's models once (:class:`~tessera.batch.worker.Processor`) and writes its own
+outputs; at most :data:`~tessera.batch.worker.IN_FLIGHT_PER_WORKER` jobs wait on each. A worker that dies (killed,
+out of memory, a crash in native code) loses only the jobs it had: they are retried one at a time, so the image
+that kills its worker again fails alone.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..errors import CancelledError, OptionError
+from ..progress import ProgressCallback, ProgressEvent
+from .plan import Job
+from .report import BatchSummary, Outcome
+from .worker import IN_FLIGHT_PER_WORKER, Processor, Settings
+
+
+def default_workers(device: str | None) -> list[str | None]:
+    """One worker per CUDA device when there are several (and no device was named), else one worker."""
+    if device is None:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count > 1:
+            return [f"cuda:{i}" for i in range(count)]
+    return [device]
+
+
+def worker_devices(workers: int | None, device: str | None) -> list[str | None]:
+    """The device of each local worker: the named one, or CUDA devices in turn, or the engine's choice."""
+    if workers is None:
+        return default_workers(device)
+    if workers < 1:
+        raise OptionError(f"workers must be at least 1, got {workers}")
+    if device is None:
+        gpus = default_workers(None)
+        if gpus[0] is not None:
+            return [gpus[i % len(gpus)] for i in range(workers)]
+    return [device] * workers
+
+
+def run_locally(jobs: list[Job], settings: Settings, *, workers: int | None, record: Callable[[Outcome], None],
+                summary: BatchSummary, progress: ProgressCallback | None = None,
+                cancel: threading.Event | None = None) -> None:
+    """Process ``jobs`` in this process (one worker) or on local processes, each loading the model once."""
+    devices = worker_devices(workers, settings.device)
+    if len(devices) == 1:
+        processor = Processor(replace(settings, device=devices[0]))
+        if processor.notice:
+            summary.notices.append(processor.notice)
+        for job in jobs:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("batch cancelled")
+            record(processor(job, progress=progress, cancel=cancel))
+        return
+    _run_pool(jobs, replace(settings, ram_share=settings.ram_share / len(devices)), devices, record, progress)
+
+
+# The one Processor of a worker process (set by _start_worker in that process only).
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(settings: Settings, devices: list[str | None], slots: Any, events: Any, threads: int) -> None:
+    """Initialiser of a local worker process: claim a device slot, limit threads, load the model once."""
+    import torch
+
+    slot = slots.get()
+    torch.set_num_threads(threads)
+    _WORKER.update(slot=slot, events=events)
+    try:
+        _WORKER["processor"] = Processor(replace(settings, device=devices[slot]))
+    except Exception as error:  # noqa: BLE001 - reported as the failure of every job this worker receives
+        _WORKER["error"] = " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _work(job: Job) -> Outcome:
+    """Run in a worker process: process ``job`` with that process's Processor, its events sent to the driver."""
+    if "error" in _WORKER:
+        return Outcome(job.name, "failed", 0.0, f"worker could not start: {_WORKER['error']}")
+    processor: Processor = _WORKER["processor"]
+    slot, events = _WORKER["slot"], _WORKER["events"]
+
+    def forward(event: ProgressEvent) -> None:
+        events.put(replace(event, stage=f"worker {slot + 1}: {event.stage}"))
+
+    return processor(job, progress=forward)
+
+
+def _run_pool(jobs: list[Job], settings: Settings, devices: list[str | None], record: Callable[[Outcome], None],
+              progress: ProgressCallback | None) -> None:
+    """Local worker processes (spawned: safe with torch and CUDA), at most IN_FLIGHT_PER_WORKER jobs each.
+
+    A worker process that dies (killed, out of memory, a crash in native code) breaks the pool, and every job in
+    flight is lost with it. Those suspects are then run one at a time in a pool of one worker: the one that
+    kills its worker again fails alone, the others finish, and the rest of the folder goes on in a full pool.
+    """
+    context = multiprocessing.get_context("spawn")
+    queue: list[Job] = list(jobs)
+    suspects: list[Job] = []
+    while queue or suspects:
+        solo = bool(suspects)
+        workers = devices[:1] if solo else devices
+        slots, events = context.Queue(), context.Queue()
+        for slot in range(len(workers)):
+            slots.put(slot)
+        threads = max(1, (os.cpu_count() or 1) // len(workers))
+        with concurrent.futures.ProcessPoolExecutor(len(workers), mp_context=context, initializer=_start_worker,
+                                                    initargs=(settings, workers, slots, events, threads)) as pool:
+            in_flight = 1 if solo else IN_FLIGHT_PER_WORKER * len(workers)
+            lost = _feed_pool(pool, suspects if solo else queue, in_flight, events, record, progress)
+        _drain(events, progress)
+        if solo:
+            for job in lost:
+                record(Outcome(job.name, "failed", 0.0, "the worker process died while processing it (twice)"))
+        else:
+            suspects.extend(lost)
+
+
+def _feed_pool(pool: concurrent.futures.ProcessPoolExecutor, queue: list[Job], in_flight: int, events: Any,
+               record: Callable[[Outcome], None], progress: ProgressCallback | None) -> list[Job]:
+    """Run the jobs of ``queue`` (taken from its front, at most ``in_flight`` at a time) on ``pool``; returns the
+    jobs in flight when the pool broke (empty when it did not), leaving the ones not started in ``queue``."""
+    running: dict[concurrent.futures.Future, Job] = {}
+    lost: list[Job] = []
+    while queue or running:
+        while queue and len(running) < in_flight and not lost:
+            job = queue.pop(0)
+            running[pool.submit(_work, job)] = job
+        done, _ = concurrent.futures.wait(running, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
+        _drain(events, progress)
+        for future in done:
+            job = running.pop(future)
+            try:
+                outcome = future.result()
+            except concurrent.futures.process.BrokenProcessPool:
+                lost.append(job)
+                continue
+            record(outcome)
+        if lost and not running:
+            break
+    return lost
+
+
+def _drain(events: Any, progress: ProgressCallback | None) -> None:
+    """Pass the progress events the worker processes queued to ``progress`` (dropped without one)."""
+    import queue
+
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            return
+        if progress is not None:
+            progress(event)

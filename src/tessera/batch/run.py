@@ -1,0 +1,116 @@
+""":func:`run_batch`: one task over a folder, its options checked before any image, then planned, resumed, run.
+
+The order: the task (from the registry) and its options, the output and report folders, the device; then the
+plan (:mod:`.plan`), the jobs a previous run finished recorded as skipped, the model names resolved to files, and
+the rest run in this process or on local workers (:mod:`.local`) or on Ray actors (:mod:`.ray`, imported only
+then). Every outcome goes to the report as it arrives.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import OptionError, look_up_option
+from ..progress import ProgressCallback
+from ..tasks.registry import TASKS
+from .local import run_locally
+from .plan import finished_output, plan_jobs
+from .report import REPORT_NAME, BatchSummary, Outcome, Report
+from .worker import Settings, check_models
+
+BatchProgress = Callable[[Outcome, int, int], None]
+
+
+def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks: str | Path | None = None,
+              recursive: bool = False, pattern: str | None = None, format: str = "same",
+              workers: int | None = None, ray: str | None = None, max_ram: int | str | None = None,
+              quality: int = 95, model_dir: str | None = None, report: str | Path | None = None,
+              redo: bool = False, on_outcome: BatchProgress | None = None,
+              progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+              **options: Any) -> BatchSummary:
+    """Run ``task`` (a name of :data:`tessera.tasks.registry.TASKS`) on every image of ``input_dir`` into
+    ``output_dir``.
+
+    ``masks``: a mask file for all images, or a folder of masks matched by stem (tasks that take a mask).
+    ``format``: same, png, jpg, webp or tif. ``workers``: local processes (default: one per GPU, else 1 = this
+    process). ``ray``: a Ray address (``auto`` for a running cluster) to run on Ray actors instead; an already
+    initialised Ray is used as it is. ``max_ram``: bytes (or "8G") one image may take in memory before it is
+    streamed; default half the machine's memory shared among the workers. ``redo``: process images whose output
+    exists. ``on_outcome(outcome, finished, total)`` is called after each image; ``progress`` receives the
+    per-image events (this process only). Task options (``model``, ``scale``, ``device``...) are validated up
+    front.
+    """
+    from ..image.write import check_quality
+    from ..options import parse_options, parse_size
+
+    name = look_up_option(task, TASKS, "batch task")
+    chosen = TASKS[name]
+    named = {k: v for k, v in options.items()  # loaded models (not names) are checked by the task itself
+             if not (k in chosen.weight_fields and v is not None and not isinstance(v, str))}
+    checked = parse_options(chosen.schema, named)
+    if not chosen.takes_mask and masks is not None:
+        raise OptionError(f"--masks applies to {', '.join(n for n, t in TASKS.items() if t.takes_mask)}, "
+                          f"not to {name}")
+    if chosen.takes_mask and masks is None:
+        raise OptionError(f"batch {name} needs --masks (a mask file for all images, or a folder of masks)")
+    check_quality(quality)
+    try:
+        ram = parse_size(max_ram)
+    except ValueError as error:
+        raise OptionError(f"option max_ram: {error}") from None
+    started = time.monotonic()
+    out = Path(output_dir)
+    _check_before_work(out, Path(report) if report else None, checked.device if ray is None else "auto")
+    jobs = plan_jobs(input_dir, out, masks=masks, recursive=recursive, pattern=pattern, format=format)
+    summary = BatchSummary(report=Path(report) if report else out / REPORT_NAME)
+    log = Report(summary.report)
+    total = len(jobs)
+
+    def record(outcome: Outcome) -> None:
+        summary.outcomes.append(outcome)
+        log.add(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome, len(summary.outcomes), total)
+
+    try:
+        pending = []
+        for job in jobs:
+            previous = None if redo else finished_output(job)
+            if previous is not None:
+                record(Outcome(job.name, "skipped", 0.0, None, str(previous)))
+            else:
+                pending.append(job)
+        if pending:
+            folder = str(model_dir) if model_dir else None
+            check_models(name, options, folder)
+            device = checked.device if checked.device != "auto" else None
+            settings = Settings(name, dict(options), folder, int(quality), ram, device=device)
+            if ray is not None:
+                from .ray import run_on_ray
+
+                run_on_ray(pending, settings, address=ray, workers=workers, record=record, summary=summary)
+            else:
+                run_locally(pending, settings, workers=workers, record=record, summary=summary,
+                            progress=progress, cancel=cancel)
+    finally:
+        summary.seconds = time.monotonic() - started
+        log.add_summary(summary)
+        log.close()
+    return summary
+
+
+def _check_before_work(output_dir: Path, report: Path | None, device: str) -> None:
+    """The output folder (and the report's) can be created and written, and a named device exists here (on Ray
+    the actors' machines decide), before an image is read."""
+    from ..image.write import check_output_folder
+
+    check_output_folder(output_dir)
+    if report is not None:
+        check_output_folder(report.parent)
+    if device != "auto":
+        from ..engine import resolve_device
+
+        resolve_device(device)
