@@ -236,3 +236,12 @@ def test_the_inpaint_command_streams_a_tiff_over_max_ram(tmp_path, astronaut_pai
     result = tifffile.imread(out)
     assert np.array_equal(result[mask == 0], image[mask == 0])
     assert (result[mask > 0] != image[mask > 0]).any(axis=1).mean() > 0.9
+
+
+def test_streaming_an_array_leaves_the_caller_s_array_unchanged(tmp_path, astronaut_pair):
+    """Array sources hand out views (no copy per window): what the stream lays over a region is its own copy."""
+    _folder, image, mask = astronaut_pair
+    photo = image.copy()
+    out = stream_inpaint(photo, mask, tmp_path / "filled.tif", model="telea").image
+    assert np.array_equal(photo, image)
+    assert not np.array_equal(tifffile.imread(out), image)

@@ -208,7 +208,8 @@ class ArraySource:
     """A region reader over an image already in memory: ``shape`` (H, W, C), ``dtype``, :meth:`read`.
 
     The interface the engine reads windows through, shared with the lazy TIFF reader
-    (:class:`tessera.image.regions.TiffRegions`). :meth:`read` returns a copy, which the caller may change.
+    (:class:`tessera.image.regions.TiffRegions`). :meth:`read` returns a view, no copy (the engine converts
+    each window to float anyway): a caller that changes a region copies it first.
     """
 
     def __init__(self, array: np.ndarray):
@@ -219,7 +220,7 @@ class ArraySource:
         self.iccprofile = None
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return np.array(self.array[y0:y1, x0:x1])
+        return self.array[y0:y1, x0:x1]
 
     def close(self) -> None:
         pass

@@ -158,7 +158,10 @@ def stream_inpaint(source: str | Path | np.ndarray, mask: str | Path | np.ndarra
                 for finished, (y0, y1, x0, x1) in enumerate(_blocks(height, width, block), 1):
                     runtime.check_cancelled()
                     tile = reader.read(y0, y1, x0, x1)
-                    for box, path in rows.get(y0 // block, ()):
+                    patches_here = rows.get(y0 // block, ())
+                    if patches_here:
+                        tile = np.array(tile)  # the reader may hand out a view of the caller's photo
+                    for box, path in patches_here:
                         _lay_patch(tile, (y0, y1, x0, x1), box, path)
                     yield tile
                     runtime.report("blocks", finished, done.blocks)
