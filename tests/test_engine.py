@@ -145,10 +145,22 @@ def test_auto_tile_follows_the_memory_budget(networks, photo_uint8):
     model = Model(networks["compact_x4"], "compact", scale=4)
     roomy = [apply_tiles(model, photo_uint8, device="cpu").plan]
     tight = [apply_tiles(model, photo_uint8, device="cpu", max_memory="6MB").plan]
-    assert 64 <= roomy[0].tile <= 128  # on the CPU tiles stop at the cache-friendly size (evened out), not the budget
+    assert roomy[0].tile >= 200  # with room, the CPU's cost model picks windows near the cache-friendly size
     assert tight[0].tiles > roomy[0].tiles and tight[0].tile < roomy[0].tile
     with pytest.raises(ResourceError, match="too small"):
         tiled_apply(model, photo_uint8, device="cpu", max_memory="100KB")
+
+
+def test_cpu_tiles_trade_context_overhead_against_cache_size(networks):
+    """A small image runs as one window (no context work at all); a large one in windows near the size whose
+    feature maps stay in cache, not in the largest windows the budget allows."""
+    from tessera.engine.engine import _CPU_CACHE_WINDOW, choose_tile
+
+    model = Model(networks["compact_x4"], "compact", scale=4)
+    runtime = Runtime.create("cpu", "fp32", "8GB", model=model)
+    assert choose_tile(model, runtime, 200, 300, 19) == (300, 1)
+    tile, batch = choose_tile(model, runtime, 4000, 6000, 19)
+    assert batch == 1 and _CPU_CACHE_WINDOW * 0.7 <= tile + 2 * 19 <= _CPU_CACHE_WINDOW * 1.1
 
 
 @pytest.mark.slow
@@ -245,3 +257,72 @@ def test_gradient_probes_stay_within_the_memory_budget():
     tight.sizes.clear()
     measure_context(Model(tight, "tight", scale=1), runtime)
     assert max(tight.sizes) == 128
+
+
+def test_cpu_auto_precision_stays_fp32_unmeasured_without_native_bf16(monkeypatch, networks):
+    from tessera.engine import runtime as rt
+
+    monkeypatch.setattr(rt, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(rt, "_measure_cpu_bf16", lambda model: pytest.fail("measured without native bf16"))
+    model = Model(networks["compact_x4"], "compact", scale=4, supports_bfloat16=True)
+    assert Runtime.create("cpu", "auto", model=model).precision == "fp32"
+
+
+class _Cancelling(torch.nn.Module):
+    """Adds and removes a large number: exact in fp32, several levels off in bf16 (8-bit mantissa)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.large = torch.nn.Parameter(torch.tensor(300.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.large) - self.large
+
+
+def test_cpu_auto_precision_takes_bf16_only_within_two_levels(monkeypatch):
+    from tessera.engine import runtime as rt
+
+    monkeypatch.setattr(rt, "native_cpu_bf16", lambda: True)
+    calls = []
+    measure = rt._measure_cpu_bf16
+    monkeypatch.setattr(rt, "_measure_cpu_bf16", lambda model: calls.append(1) or measure(model))
+    model = Model(_Cancelling(), "cancelling", scale=1, context=0, supports_bfloat16=True)
+    assert Runtime.create("cpu", "auto", model=model).precision == "fp32"
+    assert Runtime.create("cpu", "auto", model=model).precision == "fp32"
+    assert calls == [1]  # measured once per network
+    assert model.dtype == torch.float32  # the measurement left the caller's network in fp32
+    fp32_seconds, bf16_seconds, levels = measure(model)
+    assert levels > 2 and fp32_seconds > 0 and bf16_seconds > 0
+    assert rt.bf16_verdict(1.0, 0.5, 2.0) and not rt.bf16_verdict(1.0, 0.5, 2.5)
+    assert not rt.bf16_verdict(1.0, 1.2, 0.0)  # accurate but slower (emulated bf16): fp32
+
+
+class _RecordingSource(tiling.ArraySource):
+    """An in-memory source that notes which thread reads each window."""
+
+    def __init__(self, array: np.ndarray):
+        super().__init__(array)
+        self.readers: list[str] = []
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        self.readers.append(threading.current_thread().name)
+        return super().read(y0, y1, x0, x1)
+
+
+@pytest.mark.parametrize("blend", ["crop", "feather"])
+def test_pipelined_engine_gives_the_pixels_of_one_batch_at_a_time(networks, photo_uint8, blend):
+    model = Model(networks["compact_x4"], "compact", scale=4)
+    image = photo_uint8[:150, :170]
+    results, readers = [], []
+    for pipelined in (True, False):
+        runtime = Runtime.create("cpu", "fp32", model=model)
+        runtime.pipelined = pipelined
+        source = _RecordingSource(image)
+        events: list = []
+        runtime.progress = events.append
+        done = apply_tiles(model, source, tile=48, tile_batch=2, blend=blend, runtime=runtime)
+        results.append(done.output)
+        readers.append(set(source.readers))
+        assert [e.done for e in events if e.stage == "tiles"][-1] == done.plan.tiles
+    np.testing.assert_array_equal(results[0], results[1])
+    assert readers[0] == {"tessera-loader_0"} and readers[1] == {threading.current_thread().name}

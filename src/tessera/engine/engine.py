@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import OptionError, ResourceError
 from ..image.pixels import from_float, to_float
@@ -24,14 +23,16 @@ from ..models.descriptor import Model
 from ..options import format_bytes
 from ..progress import ProgressCallback
 from ..tiling import ArraySource, Canvas, Tile, split_tile
-from .probes import infer_scale, measure_context, measure_memory
+from .pipeline import Launched, Streams, in_flight_bytes, launch, loader, stage_batch, tuned_for_same_shapes
+from .probes import MemoryModel, infer_scale, measure_context, measure_memory
 from .runtime import Runtime, free_memory, is_out_of_memory
 
-# On the CPU a small window keeps the feature maps in cache: bench/tiling.py measured a 128 px tile fastest for
-# Compact x4 (window 150 px, padding overhead 1.37) and larger ones up to 2x slower. So tiles grow only until
-# the padding overhead (T + 2p)^2 / T^2 falls under 1.4, from at least 128 px.
-_CPU_TILE_OVERHEAD = 1.40
-_CPU_MIN_TILE = 128
+# On the CPU a window's cost per pixel grows once its feature maps fall out of the cache, and then levels off:
+# for realesr-animevideov3 (channels-last, 2 cores) ~1.0x up to ~290 px, 1.3x at 384 px, ~1.4x from 576 px
+# (bench/cpu_engine.py section ``tiles``). Tiles are chosen to minimise the padded area times that factor, so a
+# small image runs as one window (no context overhead) and a large one in windows near the cache-friendly size.
+_CPU_CACHE_WINDOW = 288
+_CPU_CACHE_PENALTY = 0.45
 _MIN_TILE = 16
 _MAX_BATCH = 16
 
@@ -39,64 +40,52 @@ _MAX_BATCH = 16
 def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: int) -> tuple[int, int]:
     """The tile (core size, input pixels) and batch for an image, from the measured memory model.
 
-    On a GPU: the largest tile whose window fits the budget, evened out over the image, then as many tiles
-    per batch as fit. On the CPU the same, but no larger than needed to bring the padding overhead
-    ``(T + 2p)^2 / T^2`` under 1.4 (from 128 px): beyond that, larger windows fall out of cache and run slower.
+    On a GPU: the largest tile whose window fits the budget (with what the pipeline keeps in flight), evened out
+    over the image, then as many tiles per batch as fit. On the CPU: of the tiles that fit, the one with the
+    least estimated cost (:func:`_cpu_cost`), one per batch.
     """
     memory = measure_memory(model, runtime)
     align = model.size_requirements.multiple_of
-    window = int(math.isqrt(memory.max_pixels(runtime.budget)))
+    window = int(math.isqrt(_pixels_that_fit(memory, model, runtime, 1)))
     window -= window % align
-    tile = window - 2 * pad
-    if tile < max(_MIN_TILE, align):
+    largest = window - 2 * pad
+    if largest < max(_MIN_TILE, align):
         raise ResourceError(
             f"memory budget {format_bytes(runtime.budget)} is too small for {model.name}: a "
             f"{_MIN_TILE}px tile with {pad}px context needs "
             f"{format_bytes(memory.bytes_for(_MIN_TILE + 2 * pad, _MIN_TILE + 2 * pad))}")
-    if runtime.device.type == "cpu":
-        efficient = math.ceil(2 * pad / (math.sqrt(_CPU_TILE_OVERHEAD) - 1))
-        tile = min(tile, max(_CPU_MIN_TILE, efficient))
     longest = max(height, width)
-    if tile >= longest:
-        tile = longest
-    else:  # even out: the same number of tiles, each as small as that count allows
-        count = math.ceil(longest / tile)
-        tile = -(-math.ceil(longest / count) // align) * align
-    batch = 1
-    if runtime.device.type != "cpu":
-        side = min(tile + 2 * pad, height), min(tile + 2 * pad, width)
-        batch = max(1, min(_MAX_BATCH, memory.max_pixels(runtime.budget, 1) // max(side[0] * side[1], 1)))
+    fewest = math.ceil(longest / largest)
+    tile = _evened(longest, fewest, align)
+    if runtime.device.type == "cpu":  # every tile count from the fewest to the smallest tiles: cheap arithmetic
+        counts = range(fewest, max(fewest, longest // max(_MIN_TILE, align)) + 1)
+        tiles = {_evened(longest, count, align) for count in counts}
+        return min(tiles, key=lambda t: _cpu_cost(t, pad, height, width)), 1
+    side = min(tile + 2 * pad, height) * min(tile + 2 * pad, width)
+    batch = max(1, min(_MAX_BATCH, _pixels_that_fit(memory, model, runtime, 1) // max(side, 1)))
     return tile, batch
 
 
-def _forward(model: Model, batch: np.ndarray, runtime: Runtime, masks: np.ndarray | None = None) -> torch.Tensor:
-    """Run one NHWC float32 batch through the model; returns NCHW float32 on the host."""
-    req = model.size_requirements
-    n, h, w, _ = batch.shape
-    x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
-    m = None if masks is None else torch.from_numpy(np.ascontiguousarray(masks[:, None]))
-    pad_w, pad_h = req.get_padding(w, h)
-    if pad_w or pad_h:
-        x = _pad(x, pad_w, pad_h)
-        m = None if m is None else _pad(m, pad_w, pad_h)
-    if runtime.device.type == "cuda":
-        x = x.pin_memory()
-    x = x.to(runtime.device, runtime.dtype, non_blocking=True)
-    if m is not None:
-        m = m.to(runtime.device, runtime.dtype, non_blocking=True)
-    with torch.inference_mode():
-        y = model(x, m)
-    y = y[..., : h * model.scale, : w * model.scale]
-    return y.float().cpu()
+def _evened(longest: int, count: int, align: int) -> int:
+    """The smallest aligned tile that covers ``longest`` pixels in ``count`` tiles (the whole side for one)."""
+    if count <= 1:
+        return longest
+    return min(longest, -(-math.ceil(longest / count) // align) * align)
 
 
-def _pad(t: torch.Tensor, pad_w: int, pad_h: int) -> torch.Tensor:
-    """Pad right/bottom: reflect as far as the image allows, then replicate (as spandrel does)."""
-    rw, rh = min(pad_w, t.shape[-1] - 1), min(pad_h, t.shape[-2] - 1)
-    t = F.pad(t, (0, rw, 0, rh), mode="reflect")
-    if pad_w - rw or pad_h - rh:
-        t = F.pad(t, (0, pad_w - rw, 0, pad_h - rh), mode="replicate")
-    return t
+def _cpu_cost(tile: int, pad: int, height: int, width: int) -> float:
+    """Estimated CPU time of a grid of ``tile`` px tiles with ``pad`` px context, in cache-friendly pixels."""
+    win_h, win_w = min(tile + 2 * pad, height), min(tile + 2 * pad, width)
+    beyond = max(0, max(win_h, win_w) - _CPU_CACHE_WINDOW) / _CPU_CACHE_WINDOW
+    count = math.ceil(height / tile) * math.ceil(width / tile)
+    return count * win_h * win_w * (1 + _CPU_CACHE_PENALTY * min(1.0, beyond))
+
+
+def _pixels_that_fit(memory: MemoryModel, model: Model, runtime: Runtime, batch: int) -> int:
+    """Window pixels per input that ``batch`` inputs may have within the budget: the forward's measured peak
+    plus what the pipeline holds in flight (:func:`tessera.engine.pipeline.in_flight_bytes`)."""
+    extra = in_flight_bytes(model, runtime, 1, 1, batch)
+    return int(max(runtime.budget - memory.fixed, 0) / (memory.per_pixel * batch + extra))
 
 
 def run_model(model: Model, images: Sequence[np.ndarray], runtime: Runtime, *,
@@ -109,6 +98,7 @@ def run_model(model: Model, images: Sequence[np.ndarray], runtime: Runtime, *,
     :class:`ResourceError`.
     """
     runtime.prepare(model)
+    streams = Streams(runtime.device)
     results: list[np.ndarray | None] = [None] * len(images)
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
@@ -119,21 +109,25 @@ def run_model(model: Model, images: Sequence[np.ndarray], runtime: Runtime, *,
         if batch == "auto":
             size = 1
             if runtime.device.type != "cpu":
-                size = max(1, min(_MAX_BATCH, len(indices),
-                                  measure_memory(model, runtime).max_pixels(runtime.budget) // (shape[0] * shape[1])))
+                fit = measure_memory(model, runtime).max_pixels(runtime.budget)  # one batch at a time here
+                size = max(1, min(_MAX_BATCH, len(indices), fit // (shape[0] * shape[1])))
         else:
             size = int(batch)
         pending = list(indices)
         while pending:
             runtime.check_cancelled()
             chunk = pending[:size]
-            stack = np.stack([images[i] for i in chunk]).astype(np.float32, copy=False)
-            mask_stack = None if masks is None else np.stack([masks[i] for i in chunk]).astype(np.float32)
+            stack = stage_batch([images[i] for i in chunk], runtime, _as_float32)
+            mask_stack = None if masks is None else stage_batch([masks[i][:, :, None] for i in chunk], runtime,
+                                                                   _as_float32)
             try:
-                out = _forward(model, stack, runtime, mask_stack)
+                out = launch(model, stack, runtime, streams, mask_stack).collect()
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_out_of_memory(exc):
                     raise
+                out = None  # handled below, once the exception (and the frames it holds) is gone
+            if out is None:
+                del stack, mask_stack
                 free_memory(runtime.device)
                 if size == 1:
                     raise ResourceError(
@@ -147,6 +141,10 @@ def run_model(model: Model, images: Sequence[np.ndarray], runtime: Runtime, *,
             done += len(chunk)
             runtime.report(stage, done, len(images))
     return results  # type: ignore[return-value]
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float32, copy=False)
 
 # ----------------------------------------------------------------------------------------------- tiled_apply
 
@@ -276,31 +274,67 @@ def _canvas(out: Any, shape: tuple[int, int, int], dtype: np.dtype, blend: str) 
 
 def _run_tiles(model: Model, source: Any, tiles: list[Tile], runtime: Runtime, info: TilePlan,
                batch: int) -> Iterator[tuple[Tile, np.ndarray]]:
-    """Run the tile queue one batch at a time, yielding each ``(tile, result)`` as soon as it is back (the
-    canvas merges it at once); back off on out-of-memory without redoing finished tiles."""
+    """Run the tile queue in batches, yielding each ``(tile, result)`` for the canvas to merge; back off on
+    out-of-memory without redoing finished tiles.
+
+    Pipelined (:mod:`tessera.engine.pipeline`): while batch *i* runs, a loader thread reads and stages batch
+    *i + 1*; on a GPU the results of batch *i - 1* are merged meanwhile and the copies in and out overlap the
+    forward (on the CPU each batch is merged as soon as it has run). A source is read on the loader thread only,
+    one window at a time.
+    """
     height, width = source.shape[:2]
-    pending = list(tiles)
+    streams = Streams(runtime.device)
+
+    def staged(chunk: list[Tile]) -> tuple[list[Tile], torch.Tensor]:
+        windows = [source.read(t.y.start, t.y.stop, t.x.start, t.x.stop) for t in chunk]
+        return chunk, stage_batch(windows, runtime, to_float)
+
+    pending = list(tiles)  # not yet launched
+    in_flight: tuple[list[Tile], Launched] | None = None
     done = 0
-    runtime.report("tiles", 0, len(pending))
-    while pending:
-        runtime.check_cancelled()
-        chunk = _leading_run(pending, batch)
-        stack = np.stack([to_float(source.read(t.y.start, t.y.stop, t.x.start, t.x.stop)) for t in chunk])
-        try:
-            result = _forward(model, stack, runtime)
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            if not is_out_of_memory(exc):
-                raise
-            del stack
-            free_memory(runtime.device)
-            pending = _back_off(model, pending, chunk, runtime, info, height, width)
-            batch = info.batch
-            continue
-        del stack
-        yield from zip(chunk, result.permute(0, 2, 3, 1).numpy())
-        pending = pending[len(chunk):]
+
+    def merged(chunk: list[Tile], launched: Launched) -> Iterator[tuple[Tile, np.ndarray]]:
+        nonlocal done
+        yield from zip(chunk, launched.collect().permute(0, 2, 3, 1).numpy())
         done += len(chunk)
-        runtime.report("tiles", done, done + len(pending))
+        runtime.report("tiles", done, done + len(pending) + (len(in_flight[0]) if in_flight else 0))
+
+    runtime.report("tiles", 0, len(pending))
+    with loader(runtime.pipelined) as pool, tuned_for_same_shapes(runtime.device, tiles):
+        queued = pool.submit(staged, _leading_run(pending, batch)) if pending else None
+        while queued is not None:
+            runtime.check_cancelled()
+            chunk, host = queued.result()
+            rest = pending[len(chunk):]
+            queued = pool.submit(staged, _leading_run(rest, batch)) if rest else None
+            try:
+                launched = launch(model, host, runtime, streams)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                launched = None  # handled below, once the exception (and the frames it holds) is gone
+            del host
+            if launched is None:
+                if queued is not None and not queued.cancel():
+                    queued.exception()  # let the staging of the next batch end: it is planned again
+                if in_flight is not None:  # what was launched before is kept
+                    previous, in_flight = in_flight, None
+                    yield from merged(*previous)
+                free_memory(runtime.device)
+                pending = _back_off(model, pending, chunk, runtime, info, height, width)
+                batch = info.batch
+                queued = pool.submit(staged, _leading_run(pending, batch))
+                continue
+            pending = rest
+            previous, in_flight = in_flight, (chunk, launched)
+            if previous is not None:  # merged on the host while the batch just launched runs on the device
+                yield from merged(*previous)
+            if not (streams.cuda and runtime.pipelined):  # the forward has run already: nothing to overlap with
+                current, in_flight = in_flight, None
+                yield from merged(*current)
+        if in_flight is not None:
+            current, in_flight = in_flight, None
+            yield from merged(*current)
 
 
 def _leading_run(pending: list[Tile], batch: int) -> list[Tile]:

@@ -177,7 +177,7 @@ def measure_context(model: Model, runtime: Runtime | None = None, *, largest_pro
         _context_cache[_cache_key(model)] = known
         return known
     device = runtime.device if runtime else model.device
-    dtype = torch.float32 if device.type == "cpu" else (runtime.dtype if runtime else model.dtype)
+    dtype = model.dtype  # the network's own (after the runtime prepared it): probes must match its weights
     generator = torch.Generator().manual_seed(0)
     size = valid_size(model, 64)
     if runtime is not None:

@@ -6,11 +6,15 @@ available host memory on the CPU); every tile and batch choice is checked agains
 """
 from __future__ import annotations
 
+import copy
 import ctypes
+import functools
 import gc
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -47,11 +51,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_precision(precision: str | None, device: torch.device, model: Model | None) -> str:
-    """``auto`` -> bf16/fp16 on a GPU where the model supports it, fp32 on the CPU; explicit values are checked."""
+    """``auto`` -> bf16/fp16 on a GPU where the model supports it; on the CPU fp32, or bf16 where the processor
+    computes it natively and it was measured faster and within 2 levels (:func:`cpu_bf16_pays_off`); explicit
+    values are checked."""
     name = str(precision or "auto").lower()
     if name == "auto":
-        if device.type == "cpu" or model is None:
+        if model is None:
             return "fp32"
+        if device.type == "cpu":
+            return "bf16" if cpu_bf16_pays_off(model) else "fp32"
         if device.type == "cuda" and model.supports_bfloat16 and torch.cuda.is_bf16_supported():
             return "bf16"
         return "fp16" if model.supports_half else "fp32"
@@ -60,6 +68,67 @@ def resolve_precision(precision: str | None, device: torch.device, model: Model 
     if model is not None and name not in model.precisions:
         raise OptionError(f"model {model.name} does not support {name} (supports {', '.join(model.precisions)})")
     return name
+
+
+_BF16_MAX_LEVELS = 2.0  # the accuracy bf16 must keep against fp32, in uint8 levels, for auto to choose it
+_bf16_verdicts: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+@functools.lru_cache(maxsize=1)
+def native_cpu_bf16() -> bool:
+    """Whether this processor has bf16 arithmetic in hardware (the ``avx512_bf16`` or ``amx_bf16`` flags of
+    Linux's /proc/cpuinfo); elsewhere bf16 is emulated, several times slower than fp32, and never chosen."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def cpu_bf16_pays_off(model: Model) -> bool:
+    """Whether bf16 beats fp32 on this CPU for this network, measured once per network: a forward of a
+    photo-like probe (smooth random shapes) in each, bf16 chosen only when faster and at most 2 levels off."""
+    if not (model.is_module and model.supports_bfloat16 and not model.takes_mask and native_cpu_bf16()):
+        return False
+    key = model.network
+    if key not in _bf16_verdicts:
+        try:
+            _bf16_verdicts[key] = bf16_verdict(*_measure_cpu_bf16(model))
+        except Exception:  # noqa: BLE001 - a network that cannot run the probe simply stays in fp32
+            _bf16_verdicts[key] = False
+    return _bf16_verdicts[key]
+
+
+def bf16_verdict(fp32_seconds: float, bf16_seconds: float, levels: float) -> bool:
+    """bf16 is worth it when faster than fp32 and at most :data:`_BF16_MAX_LEVELS` uint8 levels off."""
+    return bf16_seconds < fp32_seconds and levels <= _BF16_MAX_LEVELS
+
+
+def _measure_cpu_bf16(model: Model) -> tuple[float, float, float]:
+    """Seconds of an fp32 and a bf16 forward of a photo-like probe, and their max difference in uint8 levels."""
+    from dataclasses import replace
+
+    side = max(96, model.size_requirements.minimum)
+    side = -(-side // model.size_requirements.multiple_of) * model.size_requirements.multiple_of
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand((1, model.input_channels, 12, 12), generator=generator)
+    probe = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bicubic").clamp(0, 1)
+    # both on copies, so the caller's network (maybe in use elsewhere) is neither moved nor cast
+    fp32 = replace(model, network=copy.deepcopy(model.network)).to("cpu", "fp32").to_layout()
+    bf16 = replace(model, network=copy.deepcopy(model.network)).to("cpu", "bf16").to_layout()
+    outputs, seconds = [], []
+    with torch.inference_mode():
+        for variant, dtype in ((fp32, torch.float32), (bf16, torch.bfloat16)):
+            x = probe.to(dtype)
+            variant(x)  # warm-up: first calls pick kernels
+            start = time.perf_counter()
+            outputs.append(variant(x).float())
+            seconds.append(time.perf_counter() - start)
+    return seconds[0], seconds[1], float((outputs[0] - outputs[1]).abs().max()) * 255
 
 
 def available_host_memory() -> int:
@@ -82,7 +151,10 @@ def default_budget(device: torch.device) -> int:
 
 @dataclass
 class Runtime:
-    """Where and how a job runs; created once per job and passed down (no per-call state on models)."""
+    """Where and how a job runs; created once per job and passed down (no per-call state on models).
+
+    ``pipelined`` False runs each batch alone, start to end (no loader thread, no overlap): the same pixels,
+    for benchmarks and tests that compare the two."""
 
     device: torch.device
     precision: str = "fp32"
@@ -90,6 +162,7 @@ class Runtime:
     progress: ProgressCallback | None = None
     cancel: threading.Event | None = None
     started: float = field(default_factory=time.monotonic)
+    pipelined: bool = True
 
     @classmethod
     def create(cls, device: str | torch.device | None = "auto", precision: str | None = "auto",
@@ -123,9 +196,11 @@ class Runtime:
             raise CancelledError("cancelled")
 
     def prepare(self, model: Model) -> Model:
-        """Move the model to this runtime's device and precision (in place)."""
+        """Move the model to this runtime's device, precision and memory order (in place)."""
         if model.is_module and (model.device != self.device or model.dtype != self.dtype):
             model.to(self.device, self.precision)
+        if not model.in_layout:
+            model.to_layout()
         return model
 
 # ----------------------------------------------------------------------------------------------- out of memory

@@ -31,6 +31,19 @@ def plain_call(network: Any, image: torch.Tensor, mask: torch.Tensor | None = No
     return network(image) if mask is None else network(image, mask)
 
 
+# Modules a network may hold parameters in and still run faster in NHWC memory order: convolutions and the
+# per-channel layers between them. Attention, linear and normalisation-over-channels layers are left in NCHW.
+_CHANNELS_LAST_MODULES = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.PReLU, torch.nn.BatchNorm2d)
+
+
+def convolution_only(network: Any) -> bool:
+    """True for a module whose every parameter belongs to a 2-D convolution or a per-channel layer."""
+    if not isinstance(network, torch.nn.Module):
+        return False
+    holders = [m for m in network.modules() if any(True for _ in m.parameters(recurse=False))]
+    return bool(holders) and all(isinstance(m, _CHANNELS_LAST_MODULES) for m in holders)
+
+
 @dataclass(frozen=True, eq=False)
 class Model:
     """A network ready for the engine: frozen, so a variant is made with :func:`dataclasses.replace`.
@@ -45,7 +58,9 @@ class Model:
     called with an N1HW mask), ``weight_free`` (a classical method, computed on the host), ``half_needs_pow2``
     (Fourier layers: half precision only at power-of-two sizes), ``call_options`` (keyword options the call
     takes per job, e.g. CodeFormer's ``fidelity``), ``face_strength`` (the blend a face model's authors use),
-    ``output_resize`` (a resize after the network, as the x2/x3 animevideov3 models have). ``details`` holds
+    ``output_resize`` (a resize after the network, as the x2/x3 animevideov3 models have), ``channels_last``
+    (the engine runs it in NHWC memory order: None decides from the network, True for convolution-only networks,
+    which oneDNN runs faster so on the CPU, bench/cpu_speed.py section ``steps``). ``details`` holds
     descriptive metadata only (tags, notes, a method's parameters): nothing reads it to decide anything.
     """
 
@@ -73,11 +88,14 @@ class Model:
     call_options: tuple[str, ...] = ()
     face_strength: float | None = None
     output_resize: tuple[str, float] | None = None
+    channels_last: bool | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.takes_mask is None:
             object.__setattr__(self, "takes_mask", self.task == "inpaint")
+        if self.channels_last is None:
+            object.__setattr__(self, "channels_last", not self.half_needs_pow2 and convolution_only(self.network))
 
     # ------------------------------------------------------------------ placement
     @property
@@ -119,6 +137,19 @@ class Model:
             self.network.to(PRECISION_DTYPES[precision])
         self.network.eval()
         return self
+
+    def to_layout(self) -> "Model":
+        """Put the weights in the memory order :attr:`channels_last` asks for (in place; the engine does this
+        when it prepares a job, so a network called directly keeps the order it was built in)."""
+        if self.is_module and self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        return self
+
+    @property
+    def in_layout(self) -> bool:
+        """Whether the weights are in NHWC memory order where :attr:`channels_last` asks for it."""
+        return not self.channels_last or all(t.is_contiguous(memory_format=torch.channels_last)
+                                             for t in self._tensors() if t.ndim == 4)
 
     def _tensors(self):
         if self.is_module:

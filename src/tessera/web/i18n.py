@@ -53,8 +53,10 @@ _TEXT: dict[str, tuple[str, str]] = {
     "opt.device": ("Device", "设备"),
     "opt.device.info": ("auto: CUDA, then MPS, then CPU", "auto：优先 CUDA，其次 MPS，最后 CPU"),
     "opt.precision": ("Precision", "精度"),
-    "opt.precision.info": ("auto: fp16/bf16 on a GPU where the model supports it, fp32 on the CPU",
-                           "auto：GPU 上在模型支持时用 fp16/bf16，CPU 上用 fp32"),
+    "opt.precision.info": ("auto: fp16/bf16 on a GPU where the model supports it; fp32 on the CPU (bf16 where "
+                           "the CPU computes it natively and it was measured faster and within 2 levels)",
+                           "auto：GPU 上在模型支持时用 fp16/bf16；CPU 上用 fp32（若 CPU 原生支持 bf16，且实测更快、"
+                           "误差不超过 2 级，则用 bf16）"),
     "opt.max_memory": ("Max memory", "最大内存"),
     "opt.max_memory.info": ("budget for device memory, e.g. 4G; empty: what is free",
                             "设备内存预算，例如 4G；留空表示使用当前空闲内存"),
