@@ -46,7 +46,7 @@ def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: in
     """
     memory = measure_memory(model, runtime)
     align = model.size_requirements.multiple_of
-    window = int(math.isqrt(_pixels_that_fit(memory, model, runtime, 1)))
+    window = int(math.isqrt(_pixels_that_fit(memory, model, runtime)))
     window -= window % align
     largest = window - 2 * pad
     if largest < max(_MIN_TILE, align):
@@ -62,7 +62,7 @@ def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: in
         tiles = {_evened(longest, count, align) for count in counts}
         return min(tiles, key=lambda t: _cpu_cost(t, pad, height, width)), 1
     side = min(tile + 2 * pad, height) * min(tile + 2 * pad, width)
-    batch = max(1, min(_MAX_BATCH, _pixels_that_fit(memory, model, runtime, 1) // max(side, 1)))
+    batch = max(1, min(_MAX_BATCH, _pixels_that_fit(memory, model, runtime) // max(side, 1)))
     return tile, batch
 
 
@@ -81,11 +81,11 @@ def _cpu_cost(tile: int, pad: int, height: int, width: int) -> float:
     return count * win_h * win_w * (1 + _CPU_CACHE_PENALTY * min(1.0, beyond))
 
 
-def _pixels_that_fit(memory: MemoryModel, model: Model, runtime: Runtime, batch: int) -> int:
-    """Window pixels per input that ``batch`` inputs may have within the budget: the forward's measured peak
-    plus what the pipeline holds in flight (:func:`tessera.engine.pipeline.in_flight_bytes`)."""
-    extra = in_flight_bytes(model, runtime, 1, 1, batch)
-    return int(max(runtime.budget - memory.fixed, 0) / (memory.per_pixel * batch + extra))
+def _pixels_that_fit(memory: MemoryModel, model: Model, runtime: Runtime) -> int:
+    """Window pixels (summed over a batch) that fit the budget: the forward's measured peak plus what the
+    pipeline holds in flight (:func:`tessera.engine.pipeline.in_flight_bytes`)."""
+    extra = in_flight_bytes(model, runtime, 1, 1, 1)
+    return int(max(runtime.budget - memory.fixed, 0) / (memory.per_pixel + extra))
 
 
 def run_model(model: Model, images: Sequence[np.ndarray], runtime: Runtime, *,
