@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= faces,inpaint,extra-arches,web,ray,bench,dev,offline-models
 
-.PHONY: demo test test-fast test-all serve bench clean-venv
+.PHONY: demo test test-fast test-all serve screenshots bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test-all: $(STAMP)
 
 serve: $(STAMP)
 	$(VENV)/bin/tessera serve
+
+# the README's pictures of the web UI: each tab after a real job in headless chromium, English and Chinese
+screenshots: $(STAMP)
+	$(PY) -m pytest -q tests/test_web_screenshots.py
+	mkdir -p docs/screenshots && cp test-artifacts/web/screens/*.png docs/screenshots/
 
 # Real-ESRGAN's own tiler is a comparison point of bench/tiling.py only: basicsr 1.4.2 needs torch to build and
 # pins packages the project does not use, so it is installed without its dependencies and kept out of the extras.

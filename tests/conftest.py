@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -11,6 +12,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The tests compare with fp32 references to the level: --precision auto must not take bf16 on a CPU that has it
+# (what it takes is measured per machine). Set before anything imports tessera, inherited by the CLI subprocesses;
+# the tests of that choice replace native_cpu_bf16 themselves.
+os.environ.setdefault("TESSERA_CPU_BF16", "off")
 
 
 def load_bench(name: str) -> types.ModuleType:

@@ -3,6 +3,7 @@ options, clear errors that leave the server serving, Cancel, eight concurrent jo
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
 pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -92,8 +94,12 @@ def test_upscale_with_the_photo_alone(client, photos, server):
     out = read(result)
     assert out.shape == (pixels.shape[0] * 2, pixels.shape[1] * 2, 3)  # weight-free default: x2
     assert Path(result).name == "astronaut-upscaled.png"
-    before, after = (read(path) for path in compare)
-    assert before.shape == after.shape and max(after.shape[:2]) <= 256
+    # the viewer's value: tile pyramids of the photo and of the result, at full size, served by this server
+    view = json.loads(compare)
+    assert (view["photo"]["width"], view["photo"]["height"]) == (pixels.shape[1] * 2, pixels.shape[0] * 2)
+    assert (view["before"]["width"], view["before"]["height"]) == (pixels.shape[1], pixels.shape[0])
+    tile = requests.get(server[1] + view["photo"]["url"] + "L0/0-0.jpg", timeout=10)
+    assert tile.status_code == 200 and tile.content[:2] == b"\xff\xd8"
     assert "✓" in status and "lanczos" in status.lower()
     saved = list((server[2] / "results").glob("*-upscaled-*/astronaut-upscaled.png"))
     assert saved, "the full-resolution result is kept in the output folder"
@@ -148,8 +154,10 @@ def test_enhance_restores_only_the_faces_chosen_by_index(client, photos):
 
 
 def test_inpaint_with_photo_and_mask(client, photos):
-    result, _compare, status = client.predict(gradio_client.handle_file(str(photos["photo"])),
-                                              gradio_client.handle_file(str(photos["mask"])), api_name="/inpaint")
+    result, _compare, status, regions = client.predict(gradio_client.handle_file(str(photos["photo"])),
+                                                       gradio_client.handle_file(str(photos["mask"])),
+                                                       api_name="/inpaint")
+    assert regions is None  # "Save regions for hand editing" is off by default
     out, pixels = read(result), photos["pixels"]
     assert out.shape == pixels.shape
     changed = np.abs(out.astype(int) - pixels).max(axis=2) > 0
@@ -251,7 +259,7 @@ def test_eight_concurrent_inpaints_run_one_at_a_time(server, photos):
                 job.result()
             outcomes.append("failed")
         else:
-            result, _compare, _status = job.result()
+            result, *_ = job.result()
             assert read(result).shape == (1000, 1000, 3)
             outcomes.append("ok")
     records = list(app.board.history)[first + 1:]

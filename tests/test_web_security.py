@@ -194,14 +194,14 @@ def test_payloads_naming_server_files_are_refused(server, client, files):
 def test_the_mask_made_by_the_page_is_admitted_for_its_session_only(server, files, tmp_path):
     import gradio as gr
 
+    from tessera.web.editing import EditorHandlers
     from tessera.web.uploads import UploadGate
 
     app, _url, _tmp = server
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     photo = shutil.copy(files["photo"], uploads / "photo.png")
-    layer = np.zeros((60, 80, 4), np.uint8)
-    layer[20:30, 30:50, 3] = 255
+    strokes = json.dumps({"strokes": [{"erase": False, "size": 12, "points": [[30, 25], [50, 25]]}]})
 
     class Request:
         def __init__(self, session):
@@ -209,12 +209,17 @@ def test_the_mask_made_by_the_page_is_admitted_for_its_session_only(server, file
 
     app.gate, gate = UploadGate(uploads), app.gate
     try:
-        mask = app.prepare_mask(str(photo), {"layers": [layer]}, Request("alice"))
+        editing = EditorHandlers(app)
+        _value, history, current = editing.open_photo(str(photo), Request("alice"))
+        current, mask = editing.prepare_mask(strokes, history, Request("alice"))
         assert Path(mask).is_relative_to(app.config.output_dir)
-        result, _pair, status = app.inpaint_job(str(photo), mask, Request("alice"), progress=None, model="telea")
+        result, _view, status, _regions = app.inpaint_job(current, mask, Request("alice"), progress=None,
+                                                          model="telea")
         assert Path(result).is_file() and status.startswith("✓")
         with pytest.raises(gr.Error, match="not uploaded"):
             app.inpaint_job(str(photo), mask, Request("mallory"), progress=None, model="telea")
+        with pytest.raises(gr.Error, match="not uploaded"):  # nor alice's result, as mallory's next version
+            editing.push_result(result, history, Request("mallory"))
     finally:
         app.gate = gate
 

@@ -10,6 +10,7 @@ import copy
 import ctypes
 import functools
 import gc
+import os
 import threading
 import time
 import weakref
@@ -74,10 +75,16 @@ _BF16_MAX_LEVELS = 2.0  # the accuracy bf16 must keep against fp32, in uint8 lev
 _bf16_verdicts: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 
 
+CPU_BF16_ENV = "TESSERA_CPU_BF16"  # "off": --precision auto never takes bf16 on the CPU (results stay fp32-exact)
+
+
 @functools.lru_cache(maxsize=1)
 def native_cpu_bf16() -> bool:
     """Whether this processor has bf16 arithmetic in hardware (the ``avx512_bf16`` or ``amx_bf16`` flags of
-    Linux's /proc/cpuinfo); elsewhere bf16 is emulated, several times slower than fp32, and never chosen."""
+    Linux's /proc/cpuinfo); elsewhere bf16 is emulated, several times slower than fp32, and never chosen.
+    ``TESSERA_CPU_BF16=off`` in the environment answers False, for runs that must match fp32 to the level."""
+    if os.environ.get(CPU_BF16_ENV, "").strip().lower() in ("off", "0", "no", "false"):
+        return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
             for line in info:

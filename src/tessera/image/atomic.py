@@ -4,6 +4,10 @@ Every file tessera writes goes through :func:`write_atomically`: the target is e
 Temporary files are named after their target and their writer (a hash of the host name and the process id), so
 that what a killed writer left behind can be told from the file of a writer still at work, and removed by a
 later write into the same folder (:func:`remove_stale_temporaries`).
+
+A write may be watched (:class:`WatchedFile`): given a cancel event, every ``write()`` of the encoder checks it
+and the event is checked once more right before the rename, so a cancelled save never leaves a file; given a
+progress callback, it is told the bytes written so far.
 """
 
 from __future__ import annotations
@@ -11,19 +15,22 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import io
 import os
 import re
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from tessera.errors import InputError, OutputError, ResourceError
+from tessera.errors import CancelledError, InputError, OutputError, ResourceError
 
 __all__ = [
     "STALE_TEMPORARY_SECONDS",
+    "WatchedFile",
     "check_writable",
     "copy_atomically",
     "remove_stale_temporaries",
@@ -52,7 +59,9 @@ def same_file(first: Path, second: Path) -> bool:
         return first.resolve() == second.resolve()
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None], format_name: str = "file") -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], None], format_name: str = "file", *,
+                     cancel: threading.Event | None = None,
+                     progress: Callable[[int], None] | None = None) -> None:
     """Let ``write`` fill a temporary file beside ``path``, sync it, then rename it over ``path``.
 
     Whatever fails, ``path`` is either untouched or complete and the temporary file is gone: any exception
@@ -60,16 +69,26 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], format_name:
     What a killed writer leaves behind is removed by a later write into the same folder
     (:func:`remove_stale_temporaries`). OS errors become OutputError (ResourceError when the disk is full).
     Every file tessera writes goes through here.
+
+    ``cancel`` (an event) and ``progress`` (called with the file's size so far) make the write watched:
+    ``write`` then receives a :class:`WatchedFile`, each of whose writes checks the event, and the event is
+    checked again right before the rename; a set event raises :class:`~tessera.errors.CancelledError` and
+    leaves nothing behind. An encoder that computes its whole output before writing it (OpenCV, Pillow's WEBP)
+    can only be stopped once it starts writing, or before the rename. Without either, ``write`` gets the plain
+    file, as before.
     """
     path = Path(path)
+    _check_cancel(cancel)
     _sweep_now_and_then(path.parent)
     temporary: Path | None = None
     try:
         temporary, file = _create_temporary(path)
         with file:
-            write(file)
+            watched = cancel is not None or progress is not None
+            write(WatchedFile(file, cancel, progress) if watched else file)  # type: ignore[arg-type]
             file.flush()
             os.fsync(file.fileno())
+        _check_cancel(cancel)  # the last moment a cancel can keep the target untouched
         os.replace(temporary, path)
     except BaseException as error:
         if temporary is not None:
@@ -80,6 +99,97 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], format_name:
             raise OutputError(f"{path}: cannot encode as {format_name} ({error})") from None
         raise
     _sync_folder(path.parent)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("cancelled while saving: nothing was written")
+
+
+class WatchedFile:
+    """A binary file that checks a cancel event before each write and reports the bytes written (the file's
+    size so far: :attr:`written`).
+
+    What :func:`write_atomically` hands an encoder when it is watched. Large writes are split into pieces of
+    :attr:`PIECE` bytes, each checked and reported, so that one big buffer (an encoder's whole output) can
+    still be stopped half-way and shows progress. It has no ``fileno()``: libraries that would write to the
+    descriptor directly (Pillow's JPEG encoder, numpy's ``tofile``) write through :meth:`write` instead (for
+    tifffile without imagecodecs that means a copy of the uncompressed strips: documented cost of watching).
+    Reads, seeks and the rest go to the file.
+    """
+
+    PIECE = 4 << 20
+
+    def __init__(self, file: BinaryIO, cancel: threading.Event | None = None,
+                 progress: Callable[[int], None] | None = None):
+        self._file = file
+        self._cancel = cancel
+        self._progress = progress
+        self.written = 0
+
+    def write(self, data: Any) -> int:
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:  # not a contiguous buffer
+            view = memoryview(bytes(data))
+        for start in range(0, max(len(view), 1), self.PIECE):
+            _check_cancel(self._cancel)
+            piece = view[start:start + self.PIECE]
+            if piece:
+                self._file.write(piece)
+                self.written = max(self.written, self._file.tell())  # rewritten headers are not counted twice
+                if self._progress is not None:
+                    self._progress(self.written)
+        return len(view)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("a watched file is written through write()")
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._file.readinto(buffer)  # type: ignore[attr-defined]
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._file.truncate(size)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    @property
+    def name(self) -> Any:
+        return self._file.name
+
+    @property
+    def mode(self) -> str:
+        return getattr(self._file, "mode", "wb")
 
 
 def check_writable(path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,6 +75,8 @@ def save_image(
     quality: int = 95,
     overwrite_input: bool = False,
     format: str | None = None,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Write ``picture`` to ``path`` atomically and return the path.
 
@@ -81,6 +84,12 @@ def save_image(
     passed: HxW or HxWx1 (gray), HxWx2 (gray+alpha), HxWx3 (RGB), HxWx4 (RGBA). ``quality`` (1-100) applies to
     JPEG and WEBP. Writing over ``picture.source`` is refused unless ``overwrite_input``. The target is replaced
     only by a complete file: the encoder writes a temporary file beside it, which is removed on any failure.
+
+    ``cancel`` (an event) stops the save with :class:`~tessera.errors.CancelledError` at the encoder's next
+    write, or at the latest before the rename, leaving no file; ``progress`` is called with the bytes written so
+    far (see :func:`~tessera.image.atomic.write_atomically`). Pillow's PNG, JPEG and BMP encoders and tifffile
+    write as they go; Pillow's WEBP and OpenCV's 16-bit PNG encode the whole file first, so for them a cancel
+    takes effect only once the encoding is done (before anything is renamed).
     """
     if not isinstance(picture, Picture):
         picture = _picture_from_array(picture)
@@ -90,7 +99,8 @@ def save_image(
     _check_output_path(path, picture.source, overwrite_input)
     check_output_size(path, picture.width, picture.height, format_name)
     encoder = _ENCODERS[format_name]
-    write_atomically(path, lambda file: encoder(picture, file, int(quality)), format_name)
+    write_atomically(path, lambda file: encoder(picture, file, int(quality)), format_name, cancel=cancel,
+                     progress=progress)
     return path
 
 

@@ -28,6 +28,6 @@ class WebConfig:
     model_dir: Path | None = None
     model_folders: tuple[Path, ...] = ()
     queue_size: int = 64
-    editor_height: int = 540  # px of the mask editor on the page (its canvas is redrawn on every brush move)
+    editor_height: int = 540  # px of the viewers on the page (Inpaint's editor, the other tabs' before/after)
     login_free_tries: int = 5
     login_first_delay: float = 2.0

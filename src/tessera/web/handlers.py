@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,23 +26,24 @@ import gradio as gr
 import numpy as np
 
 from ..engine.runtime import resolve_device
-from ..errors import ImageTooLargeError, InputError
+from ..errors import CancelledError, ImageTooLargeError, InputError
 from ..options import FaceOptions, parse_options
 from ..tasks.registry import get_task
 from .config import WebConfig
 from .controls import option_values
-from .editor import editor_strokes, scale_mask
-from .i18n import language_of
-from .jobs import Job, JobBoard, ProgressBridge, memory_status, release_memory, upload_names, user_errors
-from .limits import Limits, check_quality, check_result_fits, check_scale, check_upload, open_upload
+from .i18n import request_language
+from .job_progress import ProgressBridge
+from .jobs import Job, JobBoard, release_memory, upload_names, user_errors
+from .limits import Limits, check_quality, check_result_fits, check_scale, open_upload
 from .models import WEIGHT_FREE, ModelMenu
 from .queue_events import client_gone_probe
-from .results import compare_pair, draw_faces, preview, save_mask, save_result
+from .results import draw_faces, preview, save_result
+from .viewer import compare_value
 from .uploads import UploadGate
 
 PROGRESS = gr.Progress()  # marks a job's progress parameter: Gradio passes a fresh tracker to each call
 
-JobOutput = tuple[str, tuple[np.ndarray, np.ndarray], str]  # the result file, a before/after pair, a status line
+JobOutput = tuple[str, str, str]  # the result file, the viewer's before/after value (see .viewer), a status line
 
 
 # ----------------------------------------------------------------------------------------------- per task
@@ -96,8 +98,13 @@ def _enhance_status(report: Any, elapsed: str) -> str:
     return f"{len(report.faces)} face(s) · {report.model} · {elapsed}"
 
 
+# the page's words for the CLI's "LaMa weights are not in the cache (<server path>) ... run tessera models pull"
+LAMA_FALLBACK = ("LaMa's weights are not on this server: the weight-free method ran instead; whoever runs the "
+                 "server can fetch them with `tessera models pull big-lama`")
+
+
 def _inpaint_status(report: Any, elapsed: str) -> str:
-    note = f" · {report.fallback}" if report.fallback else ""
+    note = f" · {LAMA_FALLBACK}" if report.fallback else ""
     return f"{report.describe()} · {elapsed}{note}"
 
 
@@ -117,10 +124,11 @@ def _session(request: gr.Request | None) -> str:
 
 
 def _language(request: gr.Request | None) -> str:
-    """The page's language for server-made messages, from the browser's Accept-Language header."""
+    """The page's language for server-made messages: the page's language cookie (``tessera_lang``, set by its
+    language switch), else the browser's Accept-Language header (see :func:`.i18n.request_language`)."""
     try:
         headers = getattr(request, "headers", None) or {}
-        return language_of(headers.get("accept-language"))
+        return request_language(headers.get("cookie"), headers.get("accept-language"))
     except (AttributeError, TypeError):  # a call without an HTTP request (tests, embedding)
         return "en"
 
@@ -168,35 +176,108 @@ class WebApp:
 
     def inpaint_job(self, image: str | None, mask: str | None, request: gr.Request,
                     progress: Any = PROGRESS, **values: Any) -> JobOutput:
-        """Fill the mask's white (or opaque) pixels; return the result file, before/after previews, a status."""
-        return self._run(JOBS["inpaint"], request, progress, values, image, mask)
+        """Fill the mask's white (or opaque) pixels; return the result file, the before/after viewer value, a
+        status, and (with "Save regions for hand editing") a .zip of the regions and their manifest."""
+        from .regions import CHECKBOX_INPUT, job_regions
+
+        archive: list[Any] = []
+
+        def zip_regions(output: JobOutput) -> None:
+            archive.append(saved.zip(upload=Path(image).name if image else None,
+                                     source=self._upload(image, request), result=output[0]))
+
+        with self._errors(request, image, mask), job_regions(self.config.output_dir,
+                                                              values.pop(CHECKBOX_INPUT, False)) as saved:
+            output = self._run(JOBS["inpaint"], request, progress, values, image, mask, extra=saved.options,
+                               after=zip_regions)
+        return (*output, str(archive[0]) if archive and archive[0] is not None else None)
 
     def _run(self, kind: JobKind, request: gr.Request | None, progress: Any, values: dict[str, Any],
-             image: str | None, mask: str | None = None) -> JobOutput:
-        """The flow every job shares (see the module's docstring); ``values`` are the controls' values."""
+             image: str | None, mask: str | None = None, extra: dict[str, Any] | None = None,
+             after: Callable[[JobOutput], None] | None = None) -> JobOutput:
+        """The flow every job shares (see the module's docstring); ``values`` are the controls' values, ``extra``
+        options the page sets its own way (where the regions go), ``after`` a last step still inside the job (its
+        device turn and its Cancel): the regions' .zip. A failing last step takes the result with it.
+
+        Phases: read the photo (its predicted memory is checked from the header first, then from the decoded
+        samples), the task, the save; the job's cancel event is checked between them, by the engine between
+        batches and by the save at each write, so a cancelled job leaves no file. The status line's time covers
+        them all (:meth:`.job_progress.ProgressBridge.times`).
+        """
+        from ..image.write import check_output_size
+        from .limits import check_upload, engine_host_bytes, picture_layout
+        from .results import AUTO_FORMAT, check_format
+
+        def stop_if_cancelled() -> None:
+            if job.cancel.is_set():
+                raise CancelledError("cancelled")
+
         task = get_task(kind.task)
-        fmt, quality = values.pop("format", "PNG"), values.pop("quality", 95)
+        fmt, quality = values.pop("format", AUTO_FORMAT), values.pop("quality", 95)
         chosen = {option: values.pop(option, menu.default) for option, menu in kind.menus.items()}
         with self._job(task.name, request, image, mask) as job:
-            models = {option: self._model(menu, chosen[option]) for option, menu in kind.menus.items()}
-            page = kind.page_options(values)
-            check_quality(quality)
-            options = {**option_values(task.schema, values), **models, **page}
-            checked = parse_options(task.schema, options)  # before the upload is decoded
-            started = time.perf_counter()
-            picture = open_upload(self._upload(image, request), self.config.limits)
-            mask_picture = (open_upload(self._upload(mask, request, "mask"), self.config.limits, "mask")
-                            if task.takes_mask else None)
-            check_result_fits(picture, task.output_scale(checked.model_dump(), {}))
-            result = task.run(picture, mask=mask_picture, progress=self._bridge(progress, values),
-                              cancel=job.cancel, model_dir=self.config.model_dir, **options)
-            return self._finish(picture, result.image, upload=image, done_word=task.done_word, fmt=fmt,
-                                quality=quality, status=kind.status(result.report, _seconds(started)))
+            bridge = self._bridge(progress, values, request, job)
+            try:
+                models = {option: self._model(menu, chosen[option]) for option, menu in kind.menus.items()}
+                page = kind.page_options(values)
+                check_quality(quality)
+                check_format(fmt)
+                options = {**option_values(task.schema, values), **models, **page, **(extra or {})}
+                checked = parse_options(task.schema, options)  # before the upload is decoded
+                scale = task.output_scale(checked.model_dump(), {})
+                memory = {"control": next((name for name in ("scale", "upscale") if name in task.schema.model_fields),
+                                          None), "engine_bytes": engine_host_bytes(checked)}
+                bridge.phase("load")
+                photo = self._upload(image, request)
+                layout = picture_layout(check_upload(photo, self.config.limits))  # the header: nothing decoded
+                if check_format(fmt) != AUTO_FORMAT:  # a size the format cannot hold: refused now, not after
+                    check_output_size("result", round(layout.width * scale), round(layout.height * scale),
+                                      check_format(fmt))
+                if layout.width * layout.height <= self.config.limits.max_pixels:  # else open_upload says so
+                    check_result_fits(layout, scale, **memory)
+                picture = open_upload(photo, self.config.limits)
+                stop_if_cancelled()
+                mask_picture = (open_upload(self._upload(mask, request, "mask"), self.config.limits, "mask")
+                                if task.takes_mask else None)
+                check_result_fits(picture, scale, **memory)  # the decoded samples (a header tells less)
+                stop_if_cancelled()
+                bridge.phase("work")
+                result = task.run(picture, mask=mask_picture, progress=bridge, cancel=job.cancel,
+                                  model_dir=self.config.model_dir, **options)
+                stop_if_cancelled()
+                output = self._finish(picture, result.image, upload=image, done_word=task.done_word, fmt=fmt,
+                                      quality=quality, status=lambda elapsed: kind.status(result.report, elapsed),
+                                      session=job.session, bridge=bridge, cancel=job.cancel)
+                if after is not None:
+                    try:
+                        after(output)
+                        stop_if_cancelled()
+                    except BaseException:
+                        shutil.rmtree(Path(output[0]).parent, ignore_errors=True)
+                        raise
+                return output
+            finally:
+                bridge.close()
 
     def cancel(self, request: gr.Request) -> str:
-        """Stop the running jobs of the caller's session at their next batch."""
-        count = self.board.cancel(_session(request))
-        return f"cancelling {count} job(s): stops at the next batch" if count else "no running job"
+        """Stop the running jobs of the caller's session and answer once they have really ended.
+
+        A job stops at its next batch, between its phases, or at the save's next write (nothing is kept of a
+        cancelled save); this waits up to :data:`.jobs.CANCEL_WAIT` seconds for that. The device stays the job's
+        (``_device_turn``) until its function returns, so the next queued job starts only after.
+        """
+        from .wording import for_page
+
+        jobs = self.board.stop(_session(request))
+        if not jobs:
+            answer = "no running job"
+        elif not all(job.ended.is_set() for job in jobs):
+            answer = f"cancelling {len(jobs)} job(s): still stopping…"
+        elif any(job.outcome == "ok" for job in jobs):
+            answer = f"cancelling {len(jobs)} job(s): finished before it could stop, the result was saved"
+        else:
+            answer = f"cancelling {len(jobs)} job(s): stopped, nothing was saved"
+        return for_page(answer, _language(request))
 
     # ------------------------------------------------------------------------------------------- job parts
 
@@ -220,9 +301,13 @@ class WebApp:
 
         The job is cancelled when its client goes away (see :func:`.queue_events.client_gone_probe`). Jobs take
         turns on a lock as well as in Gradio's concurrency group: Gradio frees the group's slot as soon as an event
-        is cancelled, while the cancelled function still runs until its next batch.
+        is cancelled, while the cancelled function still runs until its next batch. The job's warnings are shown
+        on its page (:func:`.notices.job_notices`, inside the lock: it patches a process-wide hook).
         """
-        with self._errors(request, *uploads), self._device_turn:
+        from .notices import job_notices
+
+        with self._errors(request, *uploads), self._device_turn, \
+                job_notices(_language(request), self._names(*uploads)):
             try:
                 with self.board.run(task, _session(request), client_gone=client_gone_probe()) as job:
                     yield job
@@ -234,51 +319,52 @@ class WebApp:
         admitted = self.gate.admit(path, _session(request), what)
         return None if admitted is None else str(admitted)
 
-    def _bridge(self, progress: Any, values: dict[str, Any]) -> ProgressBridge:
+    def _bridge(self, progress: Any, values: dict[str, Any], request: gr.Request | None = None,
+                job: Job | None = None) -> ProgressBridge:
+        """The job's progress line, in the page's language, with the job's memory and its device's."""
         try:
             device = resolve_device(values.get("device") or "auto")
         except InputError:
             device = None  # the task reports the bad device as an option error
-        return ProgressBridge(progress, device)
+        return ProgressBridge(progress, device, language=_language(request), job=job)
 
     def _finish(self, picture: Any, result: Any, *, upload: str, done_word: str, fmt: str, quality: Any,
-                status: str) -> JobOutput:
+                status: str | Callable[[str], str], session: str = "", bridge: ProgressBridge | None = None,
+                cancel: threading.Event | None = None) -> JobOutput:
+        """Save the result (format "auto": the photo's own), make the before/after value, say what was done.
+
+        ``status``: the status line's words, or a function of the job's time (taken after the save, so that it
+        counts); ``bridge`` shows the save's progress and gives the phases' times; ``cancel`` stops the save."""
+        from .results import resolve_format
+
+        fmt = resolve_format(fmt, upload=upload, source_format=picture.format, size=(result.width, result.height))
+        if bridge is not None:
+            bridge.phase("save", fmt)
         path = save_result(result, self.config.output_dir, upload=Path(upload).name, task=done_word, fmt=fmt,
-                           quality=int(quality))
-        pair = compare_pair(picture.pixels, result.pixels, self.config.preview_side)
+                           quality=int(quality), cancel=cancel, progress=None if bridge is None else bridge.saved)
+        if bridge is not None:
+            bridge.phase("finish")
+        try:
+            pair = compare_value(picture.pixels, result.pixels, path.parent)  # the result's own job folder
+            if cancel is not None and cancel.is_set():  # cancelled after the save: the page will not show it
+                raise CancelledError("cancelled")
+        except BaseException:
+            shutil.rmtree(path.parent, ignore_errors=True)  # a result the page never shows is not left behind
+            raise
+        self.gate.issue(path, session)  # the page may go on working on the result (Inpaint's versions)
+        if callable(status):
+            status = status(bridge.times() if bridge is not None else "")
         size = f"{picture.width}×{picture.height} → {result.width}×{result.height}"
-        return str(path), pair, html.escape(f"✓ {size} · {status} · {path.name}")
+        job = bridge.job if bridge is not None else None
+        memory = f" · {job.memory.describe()}" if job is not None and job.memory is not None else ""
+        line = f"✓ {size} · {status}{memory} · {path.name}"
+        if bridge is not None:
+            from .wording import for_page
+
+            line = for_page(line, bridge.language)
+        return str(path), pair, html.escape(line)
 
     # ------------------------------------------------------------------------------------------- page helpers
-
-    def editor_preview(self, image: str | None, request: gr.Request) -> dict[str, Any] | None:
-        """The photo as the mask editor's background: a preview no larger than ``preview_side``."""
-        if not image:
-            return None
-        with self._errors(request, image):
-            picture = open_upload(self._upload(image, request), self.config.limits)
-            return {"background": preview(picture.pixels, self.config.preview_side), "layers": [],
-                    "composite": None}
-
-    def prepare_mask(self, image: str | None, editor: dict[str, Any] | None, request: gr.Request) -> str:
-        """Turn the strokes painted on the preview into a mask file at the photo's full resolution.
-
-        The mask is written to the output folder and handed back as the /inpaint job's mask: the upload gate
-        admits it for this session only.
-        """
-        from ..image.read import read_image_size
-
-        with self._errors(request, image):
-            photo = check_upload(self._upload(image, request), self.config.limits)
-            strokes = editor_strokes(editor)
-            if strokes is None:
-                raise InputError("paint over what to remove first (brush tool)")
-            width, height = read_image_size(photo)
-            _check_mask_pixels(width, height, self.config.limits)
-            mask = scale_mask(strokes, width, height)
-            path = save_mask(mask, self.config.output_dir, upload=photo.name)
-            self.gate.issue(path, _session(request))
-            return str(path)
 
     def detect(self, image: str | None, request: gr.Request,
                **values: Any) -> tuple[np.ndarray | None, str, dict[str, Any] | None]:
@@ -311,8 +397,3 @@ class WebApp:
             indices ^= {hit}
             image = draw_faces(found["preview"], found["faces"], self.config.preview_side, chosen=indices)
             return ",".join(str(index) for index in sorted(indices)), image
-
-    def memory(self) -> tuple[str, Any]:
-        """The memory box's text and whether its warning shows (over 90% in use)."""
-        status = memory_status(self.device)
-        return status.describe(), gr.update(visible=status.high)

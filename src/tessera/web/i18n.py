@@ -1,12 +1,15 @@
-"""The web UI's labels in English and Simplified Chinese.
+"""The web UI's labels and messages in English and Simplified Chinese, and which of the two a request wants.
 
 Gradio translates in the browser: components get :class:`gradio.i18n.I18nData` keys (``t("tab.inpaint")``), and
-the page shows the language of the browser, switchable in Gradio's Settings panel (footer, "Settings" ->
-"Language"). Option labels and help texts are keyed by the option's field name in :mod:`tessera.options`
-(``opt.<field>`` and ``opt.<field>.info``), so every control built from the schema has both languages.
-Messages made on the server (errors, progress) stay in English: they name files and values, and they are the
-same as the CLI's, except that the CLI flags they name become the labels of the page's controls, in the language
-the browser asks for (:func:`language_of`; see :mod:`.wording`).
+the page shows the language Gradio's frontend takes from ``navigator.language``. The page's language switch
+(:mod:`.language`) stores the choice in the cookie ``tessera_lang`` (:data:`COOKIE`) and a script in the page's
+head makes ``navigator.language`` say it before Gradio starts, so the choice holds across reloads. Option labels
+and help texts are keyed by the option's field name in :mod:`tessera.options` (``opt.<field>`` and
+``opt.<field>.info``), so every control built from the schema has both languages.
+
+Messages made on the server (errors, warnings, progress, status) are made in English, the CLI's words; the page
+gets them in the language of the request (:func:`request_language`: the cookie first, then ``Accept-Language``),
+with the CLI's flags replaced by the page's control labels and, in Chinese, translated whole (see :mod:`.wording`).
 """
 from __future__ import annotations
 
@@ -21,23 +24,29 @@ _TEXT: dict[str, tuple[str, str]] = {
         ("Remove objects and defects, enhance faces, upscale photos of any size. Everything runs on this "
          "computer; results are kept in the output folder and deleted after the retention period."),
         "去除物体与瑕疵、增强人脸、放大任意尺寸的照片。全部在本机运行；结果保存在输出目录中，超过保留期限后自动删除。"),
-    "app.memory": ("Device memory", "设备内存"),
-    "app.memory_high": ("over 90% in use: jobs may fail or slow down", "占用超过 90%：任务可能失败或变慢"),
-    "app.language_hint": ("Language: Settings (page footer) -> Language", "语言：页面底部 Settings（设置）-> Language（语言）"),
+    "app.language_hint": ("Language: the switch at the top of the page (kept for this browser)",
+                          "语言：使用页面顶部的切换按钮（本浏览器会记住所选语言）"),
+    "app.language_switch": ("Language", "语言"),
     "tab.inpaint": ("Inpaint", "消除修复"),
     "tab.faces": ("Faces", "人脸增强"),
     "tab.upscale": ("Upscale", "放大"),
     "photo": ("Photo", "照片"),
-    "editor": ("Paint over what to remove (brush; eraser to correct)", "用画笔涂抹要去除的部分（可用橡皮擦修改）"),
     "detected": ("Detected faces (click one to choose it)", "检测到的人脸（点击以选择）"),
-    "compare": ("Before / after", "处理前 / 处理后"),
     "result": ("Result at full resolution (download)", "全分辨率结果（下载）"),
     "format": ("Output format", "输出格式"),
+    "format.info": ("auto: the photo's own format (PNG, JPEG, WEBP or TIFF; PNG for others)",
+                    "auto：与照片相同的格式（PNG、JPEG、WEBP 或 TIFF；其他用 PNG）"),
     "quality": ("Quality (JPEG, WEBP)", "质量（JPEG、WEBP）"),
     "run.inpaint": ("Inpaint", "开始修复"),
     "run.enhance": ("Enhance faces", "增强人脸"),
     "run.upscale": ("Upscale", "开始放大"),
     "cancel": ("Cancel", "取消"),
+    # the Inpaint tab's editor (see editing.py; the viewer's own buttons are in viewer.py)
+    "mask.upload": ("Upload a mask (white = fill)", "上传蒙版（白色 = 填充）"),
+    "mask.download": ("The last mask (download)", "上次使用的蒙版（下载）"),
+    "rerun": ("Run the last mask again", "再次运行上次的蒙版"),
+    "undo.result": ("Undo result", "撤销结果"),
+    "redo.result": ("Redo result", "重做结果"),
     "advanced": ("Advanced settings", "高级设置"),
     "advanced.engine": ("Engine", "运行设置"),
     "advanced.inpaint": ("Inpainting", "修复"),
@@ -49,6 +58,14 @@ _TEXT: dict[str, tuple[str, str]] = {
     "msg.server_limit": ("this server's limit: use a smaller file", "这是本服务器的限制：请使用更小的文件"),
     "msg.server_setting": ("a setting of the server, not of this page: ask whoever runs it",
                            "这是服务器的设置，不在本页面中：请联系服务器的管理员"),
+    # titles and fixed texts of the messages the server shows (see .jobs.user_errors, .notices)
+    "msg.error": ("Error", "错误"),
+    "msg.warning": ("Warning", "警告"),
+    "msg.cancelled": ("Cancelled", "已取消"),
+    "msg.cancelled_detail": ("Cancelled: the job was stopped before it finished", "已取消：任务在完成前被停止"),
+    "msg.out_of_memory": ("out of memory: lower Max memory or Tile size in Advanced settings, or use a smaller photo",
+                          "内存不足：请在“高级设置”中调低“最大内存”或“分块大小”，或使用更小的照片"),
+    "msg.internal": ("internal error", "内部错误"),
     # options (labels: opt.<field>; help: opt.<field>.info)
     "opt.device": ("Device", "设备"),
     "opt.device.info": ("auto: CUDA, then MPS, then CPU", "auto：优先 CUDA，其次 MPS，最后 CPU"),
@@ -132,19 +149,56 @@ _TEXT: dict[str, tuple[str, str]] = {
 }
 
 
+# The model menus' labels that are words, not names (see .models): label -> Chinese. A catalog model not yet
+# downloaded is labelled "<name> (not downloaded)".
+_CHOICE_TEXT = {
+    "Lanczos (weight-free)": "Lanczos（无权重方法）",
+    "weight-free clean-up": "无权重清理",
+}
+_NOT_DOWNLOADED = (" (not downloaded)", "（未下载）")
+
+
+def _choice_text() -> dict[str, tuple[str, str]]:
+    """``{key: (English, Chinese)}`` of the menus' labels (``choice.<label>``), the catalog's names included."""
+    from ..models.catalog import model_names
+
+    table = {f"choice.{label}": (label, chinese) for label, chinese in _CHOICE_TEXT.items()}
+    for name in model_names():
+        label = name + _NOT_DOWNLOADED[0]
+        table[f"choice.{label}"] = (label, name + _NOT_DOWNLOADED[1])
+    return table
+
+
+def choice_labels(choices: list[tuple[str, str]]) -> list[tuple[Any, str]]:
+    """A model menu's ``(label, value)`` pairs (:meth:`.models.ModelMenu.choices`) with the labels that are words
+    made translation keys, so that the dropdown shows them in the page's language; names stay as they are."""
+    from gradio.i18n import I18nData
+
+    known = _choice_text()
+    return [(I18nData(f"choice.{label}") if f"choice.{label}" in known else label, value) for label, value in choices]
+
+
+def _pairs() -> dict[str, tuple[str, str]]:
+    """Every label key: this module's, and those of the region tools (:data:`.regions_text.TEXT`)."""
+    from .regions_text import TEXT as REGIONS
+
+    return {**_TEXT, **REGIONS}
+
+
 def translations() -> dict[str, dict[str, str]]:
-    """``{locale: {key: text}}`` for :class:`gradio.I18n`."""
-    return {lang: {key: pair[index] for key, pair in _TEXT.items()} for index, lang in enumerate(LANGUAGES)}
+    """``{locale: {key: text}}`` for :class:`gradio.I18n` (the labels, and the model menus' labels)."""
+    pairs = {**_pairs(), **_choice_text()}
+    return {lang: {key: pair[index] for key, pair in pairs.items()} for index, lang in enumerate(LANGUAGES)}
 
 
 def has_key(key: str) -> bool:
-    return key in _TEXT
+    return key in _pairs()
 
 
 def text(key: str, language: str = "en") -> str:
     """The text of ``key`` in ``language`` (one of :data:`LANGUAGES`; any other gets English), for server-side use."""
     index = LANGUAGES.index(language) if language in LANGUAGES else 0
-    return _TEXT[key][index]
+    return _pairs()[key][index]
 
 
 def language_of(accept_language: str | None) -> str:
@@ -171,6 +225,33 @@ def language_of(accept_language: str | None) -> str:
     return "en"
 
 
+COOKIE = "tessera_lang"  # the page's language switch stores the chosen language here (see .language)
+
+
+def cookie_language(value: str | None) -> str | None:
+    """The language of :data:`LANGUAGES` that the cookie's ``value`` names (``zh-CN``, ``zh``, ``en``...), or None."""
+    tag = (value or "").strip().lower()
+    if tag.startswith("zh"):
+        return "zh-CN"
+    if tag.startswith("en"):
+        return "en"
+    return None
+
+
+def request_language(cookies: str | None, accept_language: str | None) -> str:
+    """The language of a request: the page's cookie (:data:`COOKIE`, from the ``Cookie`` header ``cookies``) when
+    it names one of :data:`LANGUAGES`, else the browser's ``Accept-Language``, else English."""
+    from http.cookies import CookieError, SimpleCookie
+
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(cookies or "")
+    except CookieError:  # a malformed Cookie header: as if there were none
+        jar = SimpleCookie()
+    chosen = cookie_language(jar[COOKIE].value) if COOKIE in jar else None
+    return chosen or language_of(accept_language)
+
+
 def make_i18n() -> Any:
     """A :class:`gradio.I18n` holding both languages (``"en"`` and ``"zh-CN"``)."""
     import gradio as gr
@@ -183,6 +264,6 @@ def t(key: str) -> Any:
     """The translation key ``key`` for a component label, info or Markdown value."""
     from gradio.i18n import I18nData
 
-    if key not in _TEXT:
+    if key not in _pairs():
         raise KeyError(f"no translation for {key!r}")
     return I18nData(key)

@@ -1,12 +1,16 @@
-"""Jobs of the web UI: who is running, how to cancel them, how their progress and errors reach the page.
+"""Jobs of the web UI: who is running, how to cancel them, their memory, how their errors reach the page.
 
 Gradio's queue runs each job on a worker thread, one at a time per device (all jobs share one concurrency group
 of limit 1); the page shows the queue position of those that wait. A job gets a :class:`threading.Event` that
 the task checks between batches: the Cancel button sets the events of its session's running jobs, and so does a
 watcher when the client has gone away (tab closed, connection dropped, the event cancelled through Gradio's
-``/cancel`` route), so that an abandoned job frees the queue at its next batch. Progress events of the engine
-become ``gr.Progress`` updates ("tile 3/8 · ETA 5 s · memory 41%"). Library errors become one-line ``gr.Error``
-messages, worded for the page (control labels, not CLI flags); the server goes on serving.
+``/cancel`` route), so that an abandoned job frees the queue at its next batch; the save checks the event at
+each write. :meth:`JobBoard.stop` cancels a session's jobs and waits until they have really ended. A job's
+progress (:mod:`.job_progress`) covers every phase (reading the photo, the engine's detection, tiles, regions or faces, saving), each
+with its time, and shows the job's own memory (the process's peak above what it held when the job started,
+:class:`JobMemory`) and, on a GPU, the device's: "tile 3/8 · ETA 5 s · job memory 1.2 GiB · GPU cuda:0
+3.1 / 80.0 GiB". Library errors become one-line ``gr.Error`` messages, worded for the page (control labels, not
+CLI flags); the server goes on serving.
 """
 from __future__ import annotations
 
@@ -21,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..progress import ProgressEvent
 from ..errors import CancelledError, TesseraError
 
 MEMORY_WARNING = 0.90   # fraction of device memory in use above which the page warns
-_MEMORY_POLL = 0.5      # seconds between two memory readings during a job
+JOB_MEMORY_POLL = 0.2   # seconds between two readings of the process's memory on a job's sampler thread
 CLIENT_POLL = 0.25      # seconds between two looks at whether a job's client is still there
-_STAGE_UNITS = {"tiles": "tile", "regions": "region", "faces": "face", "passes": "pass"}
+CANCEL_WAIT = 60.0      # seconds Cancel waits for the session's jobs to have really ended
 
 # ----------------------------------------------------------------------------------------------- memory
 
@@ -49,8 +52,10 @@ class MemoryStatus:
         return self.fraction > MEMORY_WARNING
 
     def describe(self) -> str:
+        """``GPU cuda:0: 3.1 / 80.0 GiB (4%)``; for the CPU the machine's memory, named so."""
         gib = 1 << 30
-        return f"{self.device}: {self.used / gib:.1f} / {self.total / gib:.1f} GiB ({self.fraction:.0%})"
+        what = "machine memory" if str(self.device).startswith("cpu") else f"GPU {self.device}"
+        return f"{what}: {self.used / gib:.1f} / {self.total / gib:.1f} GiB ({self.fraction:.0%})"
 
 
 def memory_status(device: Any) -> MemoryStatus:
@@ -68,6 +73,67 @@ def memory_status(device: Any) -> MemoryStatus:
 
     memory = psutil.virtual_memory()
     return MemoryStatus("cpu", int(memory.total - memory.available), int(memory.total))
+
+class JobMemory:
+    """A job's own host memory: the peak of the process's resident memory above what it was when the job
+    started, sampled every :data:`JOB_MEMORY_POLL` seconds on a thread (so that a phase without progress events,
+    decoding or saving, is seen too) and at each :meth:`sample`. Jobs run one at a time, so the growth is the
+    job's; what other requests (previews) take meanwhile is counted with it."""
+
+    def __init__(self, read_rss: Callable[[], int] | None = None, poll: float = JOB_MEMORY_POLL):
+        if read_rss is None:
+            import psutil
+
+            process = psutil.Process()
+            read_rss = lambda: int(process.memory_info().rss)  # noqa: E731
+        self._read_rss = read_rss
+        self._poll = poll
+        self._lock = threading.Lock()
+        self.start_rss = self._read_rss()
+        self._peak_rss = self.start_rss
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "JobMemory":
+        """Start the sampler thread (a daemon: it never keeps the server from exiting)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="tessera-job-memory")
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll):
+            self.sample()
+
+    def sample(self) -> int:
+        """Read the process's memory now; return the job's peak so far."""
+        try:
+            rss = self._read_rss()
+        except Exception:  # noqa: BLE001 - a failed reading must not fail the job: keep the last peak
+            return self.peak
+        with self._lock:
+            self._peak_rss = max(self._peak_rss, rss)
+        return self.peak
+
+    @property
+    def peak(self) -> int:
+        """Bytes: the highest resident memory seen during the job, above the job's start."""
+        with self._lock:
+            return max(0, self._peak_rss - self.start_rss)
+
+    def describe(self) -> str:
+        """``job memory 1.2 GiB`` (English: the progress line is worded for the page as a whole)."""
+        return f"job memory {_gib(self.peak)}"
+
+
+def _gib(count: float) -> str:
+    gib = count / (1 << 30)
+    return f"{gib:.1f} GiB" if gib >= 0.1 else f"{count / (1 << 20):.0f} MiB"
+
 
 def release_memory(device: Any = None) -> None:
     """Hand memory back after a job: the host heap of every thread, and cached blocks of a GPU.
@@ -96,7 +162,8 @@ def release_memory(device: Any = None) -> None:
 class Job:
     """One running job: what it does, whose it is, and the event that cancels it.
 
-    ``abandoned`` is set (with ``cancel``) when the job's client went away.
+    ``abandoned`` is set (with ``cancel``) when the job's client went away; ``ended`` once the job's block has
+    finished, however it ended. ``memory`` measures the job's own memory (None when it is not measured).
     """
 
     id: int
@@ -105,6 +172,9 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     abandoned: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+    memory: JobMemory | None = None
+    outcome: str | None = None  # once ended: as :attr:`JobRecord.outcome`
 
 
 @dataclass(frozen=True)
@@ -146,9 +216,10 @@ class JobBoard:
         """Register a job for the duration of the block; record how it ended.
 
         ``client_gone``, when given, is asked every ``poll`` seconds (on a watcher thread) whether the client that
-        asked for the job went away; the first True cancels the job.
+        asked for the job went away; the first True cancels the job. The job's memory is sampled meanwhile
+        (:class:`JobMemory`, ``job.memory``).
         """
-        job = Job(next(self._ids), task, session or "")
+        job = Job(next(self._ids), task, session or "", memory=JobMemory().start())
         with self._lock:
             self._running[job.id] = job
             self.peak_running = max(self.peak_running, len(self._running))
@@ -165,9 +236,13 @@ class JobBoard:
             raise
         finally:
             done.set()
+            if job.memory is not None:
+                job.memory.stop()
             with self._lock:
                 del self._running[job.id]
                 self.history.append(JobRecord(task, job.started, time.monotonic(), outcome))
+            job.outcome = outcome
+            job.ended.set()
 
     def jobs(self) -> list[Job]:
         """The running jobs (a copy)."""
@@ -182,76 +257,23 @@ class JobBoard:
             job.cancel.set()
         return len(jobs)
 
+    def stop(self, session: str | None, timeout: float = CANCEL_WAIT) -> list[Job]:
+        """Cancel the running jobs of ``session`` and wait up to ``timeout`` seconds until they have ended
+        (their blocks left, whatever they were doing: decoding, a batch, the save); return the jobs asked, each
+        with ``ended`` set and its ``outcome`` once it has ended ("ok" when it finished before it could stop)."""
+        with self._lock:
+            jobs = [job for job in self._running.values() if job.session == (session or "")]
+        for job in jobs:
+            job.cancel.set()
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            job.ended.wait(max(0.0, deadline - time.monotonic()))
+        return jobs
+
     @property
     def running(self) -> int:
         with self._lock:
             return len(self._running)
-
-# ----------------------------------------------------------------------------------------------- progress
-
-
-def describe_progress(event: ProgressEvent, outer: ProgressEvent | None = None) -> str:
-    """One line for the page: ``pass 1/2 · tile 3/8 · ETA 12 s`` (the message of the event, if any, last)."""
-    parts = []
-    if outer is not None and outer.total > 1:
-        parts.append(f"pass {min(outer.done + 1, outer.total)}/{outer.total}")
-    unit = _STAGE_UNITS.get(event.stage, event.stage)
-    if event.stage != "passes":
-        parts.append(f"{unit} {event.done}/{event.total}")
-    elif event.message:
-        parts.append(event.message)
-    if event.eta is not None and event.done < event.total:
-        parts.append(f"ETA {_duration(event.eta)}")
-    if event.message and event.stage != "passes":
-        parts.append(event.message)
-    return " · ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-class ProgressBridge:
-    """A tessera progress callback that drives a ``gr.Progress`` (or any ``(fraction, desc=...)`` callable).
-
-    Adds the device memory in use (read at most twice a second) and a warning above 90%.
-    """
-
-    def __init__(self, sink: Callable[..., Any] | None, device: Any = None,
-                 read_memory: Callable[[Any], MemoryStatus] = memory_status):
-        self.sink = sink
-        self.device = device
-        self.read_memory = read_memory
-        self._outer: ProgressEvent | None = None
-        self._memory: MemoryStatus | None = None
-        self._memory_read_at = 0.0
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if event.stage == "passes":
-            self._outer = event
-        if self.sink is None:
-            return
-        text = describe_progress(event, self._outer if event.stage != "passes" else None)
-        memory = self._current_memory()
-        if memory is not None:
-            text += f" · memory {memory.fraction:.0%}" + (" ⚠ over 90%" if memory.high else "")
-        total = max(event.total, 1)
-        self.sink((min(event.done, total), total), desc=text, unit=_STAGE_UNITS.get(event.stage, event.stage))
-
-    def _current_memory(self) -> MemoryStatus | None:
-        if self.device is None:
-            return None
-        now = time.monotonic()
-        if self._memory is None or now - self._memory_read_at > _MEMORY_POLL:
-            try:
-                self._memory = self.read_memory(self.device)
-            except (RuntimeError, OSError):  # a driver that cannot tell: show no figure rather than fail the job
-                self._memory = None
-            self._memory_read_at = now
-        return self._memory
 
 # ----------------------------------------------------------------------------------------------- errors
 
@@ -273,26 +295,37 @@ def user_errors(uploads: dict[str, str] | None = None, log: Callable[[str], None
     """Turn library errors into ``gr.Error`` with their one-line message; cancellation into "Cancelled".
 
     Unexpected exceptions (bugs) are logged with their traceback and shown as one line too: the job fails,
-    the server keeps serving.
+    the server keeps serving. Messages and titles are in ``language`` (see :mod:`.wording`), a ``gr.Error``
+    raised inside (the mask editor's) too.
     """
     import gradio as gr
 
+    from .i18n import text
+    from .wording import for_page
+
+    def error(message: str, title_key: str = "msg.error") -> gr.Error:
+        shown = gr.Error(message, title=text(title_key, language), print_exception=False)
+        shown.tessera_worded = True  # type: ignore[attr-defined]
+        return shown
+
     try:
         yield
-    except gr.Error:
+    except gr.Error as raised:
+        if not getattr(raised, "tessera_worded", False):
+            raised.message = for_page(str(raised.message), language)
+            raised.title = text("msg.error", language) if raised.title == "Error" else raised.title
+            raised.tessera_worded = True  # type: ignore[attr-defined]
         raise
     except CancelledError:
-        raise gr.Error("Cancelled: the job was stopped before it finished", title="Cancelled",
-                       print_exception=False) from None
-    except TesseraError as error:
-        raise gr.Error(public_message(error, uploads, language), print_exception=False) from None
+        raise error(text("msg.cancelled_detail", language), "msg.cancelled") from None
+    except TesseraError as failure:
+        raise error(public_message(failure, uploads, language)) from None
     except MemoryError:
-        raise gr.Error("out of memory: lower Max memory or Tile size in Advanced settings, or use a smaller "
-                       "photo", print_exception=False) from None
-    except Exception as error:  # noqa: BLE001 - a bug in a job must not take the server down
+        raise error(text("msg.out_of_memory", language)) from None
+    except Exception as failure:  # noqa: BLE001 - a bug in a job must not take the server down
         (log or _log_stderr)("job failed:\n" + traceback.format_exc())
-        raise gr.Error(f"internal error ({type(error).__name__}): {public_message(error, uploads, language)}",
-                       print_exception=False) from None
+        raise error(f"{text('msg.internal', language)} ({type(failure).__name__}): "
+                    f"{public_message(failure, uploads, language)}") from None
 
 
 def _log_stderr(message: str) -> None:

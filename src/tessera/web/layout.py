@@ -22,10 +22,13 @@ import gradio as gr
 from ..options import EngineOptions, FaceOptions, InpaintOptions, Options
 from ..tasks.registry import get_task
 from .controls import option_control
-from .editor import guard_editor
+from .editing import EditorHandlers, new_history
 from .handlers import JOBS, WebApp
-from .i18n import t
-from .results import OUTPUT_FORMATS
+from .i18n import choice_labels, t
+from .language import language_switch
+from .regions import CHECKBOX_INPUT, regions_panel, wire_restitch
+from .results import AUTO_FORMAT, FORMAT_CHOICES
+from .viewer import viewer_component
 from .wording import NOT_ON_PAGE
 
 DEVICE_GROUP = "device"   # the concurrency group of jobs that use the device: one at a time
@@ -73,14 +76,12 @@ def build_page(app: WebApp) -> gr.Blocks:
     keep = max(3600, int(app.config.keep_days * 86400))
     with gr.Blocks(title="tessera", analytics_enabled=False, delete_cache=(3600, min(keep, 86400))) as blocks:
         with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
+            with gr.Column(scale=4):
                 gr.Markdown(t("app.title"), elem_id="app-title")
                 gr.Markdown(t("app.intro"))
+            with gr.Column(scale=1, min_width=200):
+                language_switch()
                 gr.Markdown(t("app.language_hint"), elem_classes=["hint"])
-            with gr.Column(scale=1, min_width=240):
-                memory_box = gr.Textbox(label=t("app.memory"), interactive=False, elem_id="memory",
-                                        value=app.memory()[0])
-                memory_warning = gr.Markdown(t("app.memory_high"), visible=False, elem_id="memory-warning")
         with gr.Tabs():
             with gr.Tab(t("tab.inpaint"), id="inpaint", elem_id="tab-inpaint"):
                 inpaint = inpaint_tab(app)
@@ -90,25 +91,38 @@ def build_page(app: WebApp) -> gr.Blocks:
                 upscale = upscale_tab(app)
         advanced = advanced_controls()
         _wire(app, inpaint, faces, upscale, advanced)
-        timer = gr.Timer(3.0)
-        timer.tick(app.memory, outputs=[memory_box, memory_warning], queue=False, show_progress="hidden",
-                   api_visibility="private")
     return blocks
 
 # ----------------------------------------------------------------------------------------------- tabs
 
 
 def inpaint_tab(app: WebApp) -> dict[str, Any]:
-    """The Inpaint tab: the mask editor under the photo; a hidden file carries the mask made from its strokes."""
-    def editor(parts: dict[str, Any]) -> None:
-        parts["editor"] = guard_editor(gr.ImageEditor(
-            label=t("editor"), type="numpy", image_mode="RGBA", sources=[], transforms=[], layers=False,
-            brush=gr.Brush(colors=[BRUSH], default_color=BRUSH, color_mode="fixed"),
-            eraser=gr.Eraser(), elem_id="inpaint-editor", height=app.config.editor_height,
-            canvas_size=(app.config.preview_side, app.config.preview_side)))
-        parts["mask"] = gr.File(visible=False, elem_id="inpaint-mask")
+    """The Inpaint tab: the viewer to paint on at full resolution, mask upload and download, result versions.
 
-    return _tab(app, TABS["inpaint"], editor)
+    Hidden files carry the current version and the mask made from the strokes to the /inpaint job; the history
+    of versions lives in the session's state (see :mod:`.editing`).
+    """
+    def editor(parts: dict[str, Any]) -> None:
+        parts["viewer"] = viewer_component("inpaint-viewer", height=app.config.editor_height, paints=True)
+
+    def masks(parts: dict[str, Any]) -> None:
+        with gr.Row():
+            parts["mask_upload"] = gr.File(label=t("mask.upload"), file_types=["image"], type="filepath",
+                                           elem_id="inpaint-mask-upload", height=90)
+            parts["mask_download"] = gr.File(label=t("mask.download"), interactive=False,
+                                             elem_id="inpaint-mask-download", height=90)
+        parts["current"] = gr.File(visible=False, elem_id="inpaint-current")
+        parts["mask"] = gr.File(visible=False, elem_id="inpaint-mask")
+        parts["history"] = gr.State(new_history())
+
+    def versions(parts: dict[str, Any]) -> None:
+        with gr.Row():
+            parts["rerun"] = gr.Button(t("rerun"), elem_id="inpaint-rerun")
+            parts["undo"] = gr.Button(t("undo.result"), elem_id="inpaint-undo")
+            parts["redo"] = gr.Button(t("redo.result"), elem_id="inpaint-redo")
+        parts["regions"] = regions_panel(app, own_outputs=False, wire=False)
+
+    return _tab(app, TABS["inpaint"], masks, versions, wide=editor)
 
 
 def faces_tab(app: WebApp) -> dict[str, Any]:
@@ -127,31 +141,43 @@ def upscale_tab(app: WebApp) -> dict[str, Any]:
     return _tab(app, TABS["upscale"])
 
 
-def _tab(app: WebApp, tab: Tab, under_photo: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """The controls every tab has, around what ``under_photo`` adds below the photo: ``{name: component}``."""
+def _tab(app: WebApp, tab: Tab, under_photo: Callable[[dict[str, Any]], None] | None = None,
+         under_run: Callable[[dict[str, Any]], None] | None = None,
+         wide: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The controls every tab has: ``{name: component}``.
+
+    The photo, then what ``wide`` adds across the page (Inpaint: its editor, which also compares before and
+    after), then two columns: the options and Run (``under_photo`` above the options, ``under_run`` below Run),
+    and the result: a viewer of its own comparing before and after (when there is no ``wide`` editor), the
+    download and the status.
+    """
     parts: dict[str, Any] = {}
+    parts["photo"] = gr.File(label=t("photo"), file_types=["image"], type="filepath",
+                             elem_id=f"{tab.prefix}-photo", height=120)
+    if wide is not None:
+        wide(parts)
     with gr.Row():
         with gr.Column():
-            parts["photo"] = gr.File(label=t("photo"), file_types=["image"], type="filepath",
-                                     elem_id=f"{tab.prefix}-photo", height=120)
             if under_photo is not None:
                 under_photo(parts)
             for name, menu in JOBS[tab.job].menus.items():
                 parts[name] = option_control(tab.schema, name, value=menu.default,
-                                             choices=app.menu.choices(menu.slot))
+                                             choices=choice_labels(app.menu.choices(menu.slot)))
             for name in tab.options:
                 parts[name] = option_control(tab.schema, name, **tab.overrides.get(name, {}))
             with gr.Row():
-                parts["format"] = gr.Dropdown(list(OUTPUT_FORMATS), value="PNG", label=t("format"),
-                                              elem_id=f"{tab.prefix}-format")
+                parts["format"] = gr.Dropdown(list(FORMAT_CHOICES), value=AUTO_FORMAT, label=t("format"),
+                                              info=t("format.info"), elem_id=f"{tab.prefix}-format")
                 parts["quality"] = gr.Slider(1, 100, value=95, step=1, label=t("quality"),
                                              elem_id=f"{tab.prefix}-quality")
             with gr.Row():
                 parts["run"] = gr.Button(t(tab.run_key), variant="primary", elem_id=f"{tab.prefix}-run")
                 parts["cancel"] = gr.Button(t("cancel"), variant="stop", elem_id=f"{tab.prefix}-cancel")
+            if under_run is not None:
+                under_run(parts)
         with gr.Column():
-            parts["compare"] = gr.ImageSlider(label=t("compare"), type="numpy", interactive=False,
-                                              elem_id=f"{tab.prefix}-compare", max_height=640)
+            parts["compare"] = parts.get("viewer") or viewer_component(f"{tab.prefix}-compare",
+                                                                       height=app.config.editor_height)
             parts["result"] = gr.File(label=t("result"), interactive=False, elem_id=f"{tab.prefix}-result")
             parts["status"] = gr.Markdown(elem_id=f"{tab.prefix}-status")
     return parts
@@ -226,15 +252,35 @@ def _wire(app: WebApp, inpaint: dict[str, Any], faces: dict[str, Any], upscale: 
     faces["cancel"].click(app.cancel, outputs=[faces["status"]], cancels=[enhance_event], queue=False,
                           api_visibility="private")
 
-    # Inpaint: strokes -> full-resolution mask file -> the /inpaint job
-    inpaint["photo"].change(app.editor_preview, inputs=[inpaint["photo"]], outputs=[inpaint["editor"]],
-                            api_visibility="private", concurrency_id="preview", concurrency_limit=1)
-    inpaint_event = inpaint["run"].click(
-        app.prepare_mask, inputs=[inpaint["photo"], inpaint["editor"]], outputs=[inpaint["mask"]],
-        api_visibility="private", concurrency_id="prepare", concurrency_limit=1, show_progress="minimal",
-    ).success(
-        app.inpaint_job, inputs=[inpaint["photo"], inpaint["mask"]],
-        inputs_kwargs=job_inputs(TABS["inpaint"], inpaint, advanced), outputs=outputs(inpaint),
-        api_name="inpaint", **job)
-    inpaint["cancel"].click(app.cancel, outputs=[inpaint["status"]], cancels=[inpaint_event], queue=False,
+    # Inpaint: strokes -> full-resolution mask file -> the /inpaint job -> the result as the next version
+    editing = EditorHandlers(app)
+    private = {"api_visibility": "private"}
+    history, viewer = inpaint["history"], inpaint["viewer"]
+    # the events that change a session's versions take turns (one group), so none works on a stale history
+    versions = {"concurrency_id": "versions", "concurrency_limit": 1, **private}
+    inpaint["photo"].change(editing.open_photo, inputs=[inpaint["photo"]],
+                            outputs=[viewer, history, inpaint["current"]], **versions)
+    inpaint["mask_upload"].change(editing.upload_mask, inputs=[inpaint["mask_upload"], history],
+                                  outputs=[viewer, history], **versions)
+    pushed = [viewer, history, inpaint["mask_download"], inpaint["mask_upload"]]
+    panel = inpaint["regions"]
+    run_on = {"inputs": [inpaint["current"], inpaint["mask"]],
+              "inputs_kwargs": {**job_inputs(TABS["inpaint"], inpaint, advanced), CHECKBOX_INPUT: panel["keep"]},
+              "outputs": [*outputs(inpaint), panel["zip"]]}
+    events = []
+    for button, prepare, inputs, name in (
+            (inpaint["run"], editing.prepare_mask, [viewer, history], {"api_name": "inpaint"}),
+            (inpaint["rerun"], editing.rerun_mask, [history], private)):
+        prepared = button.click(prepare, inputs=inputs, outputs=[inpaint["current"], inpaint["mask"]],
+                                show_progress="minimal", **versions)
+        event = prepared.success(app.inpaint_job, **name, **run_on, **job)
+        event.success(editing.push_result, inputs=[inpaint["result"], history], outputs=pushed, **versions)
+        events += [prepared, event]  # Cancel stops the run while its mask is being made, too
+    restitched = wire_restitch(app, panel, inpaint["current"], output_format=inpaint["format"],
+                               quality=inpaint["quality"], outputs=outputs(inpaint))
+    restitched.success(editing.push_result, inputs=[inpaint["result"], history], outputs=pushed, **versions)
+    events.append(restitched)
+    for button, step in ((inpaint["undo"], editing.undo_result), (inpaint["redo"], editing.redo_result)):
+        button.click(step, inputs=[history], outputs=[viewer, history, inpaint["mask_upload"]], **versions)
+    inpaint["cancel"].click(app.cancel, outputs=[inpaint["status"]], cancels=events, queue=False,
                             api_visibility="private")

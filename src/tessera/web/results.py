@@ -1,23 +1,32 @@
-"""What the web UI shows and hands out: small previews for the page, full-resolution files for download.
+"""What the web UI hands out: full-resolution files for download, and small previews (the detected faces).
 
-The page never carries a full-resolution photo: the mask editor, the before/after slider and the face overlay
-get previews no larger than ``preview_side`` pixels; the result is written once, at full resolution, in the
-chosen format, into the job's folder of the output directory, and offered as a download.
+The page never carries a whole full-resolution photo: the viewer fetches tiles (:mod:`.viewer`), the face overlay
+is a preview no larger than ``preview_side`` pixels; the result is written once, at full resolution, in the
+chosen format ("auto": the photo's own), into the job's folder of the output directory, and offered as a
+download. The save can be cancelled and watched (:func:`save_result`): a cancelled save leaves nothing behind,
+not even the job's folder.
 """
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from ..errors import OutputError
 from ..image.pixels import Picture
-from ..image.write import save_image
+from ..image.write import IMAGE_SUFFIXES, check_output_size, save_image
 from .retention import new_job_folder
 
-OUTPUT_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+OUTPUT_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
+AUTO_FORMAT = "auto"  # the photo's own format (of OUTPUT_FORMATS; PNG for any other)
+FORMAT_CHOICES = [AUTO_FORMAT, *OUTPUT_FORMATS]  # the Output format menu, "auto" first and the default
+FALLBACK_FORMAT = "PNG"
+_SOURCE_FORMATS = {"MPO": "JPEG", "JPG": "JPEG", "TIF": "TIFF"}  # Pillow/suffix names -> OUTPUT_FORMATS keys
 DEFAULT_PREVIEW_SIDE = 1280
 
 
@@ -38,31 +47,65 @@ def preview(pixels: np.ndarray, max_side: int = DEFAULT_PREVIEW_SIDE,
     return np.ascontiguousarray(pixels)
 
 
-def compare_pair(before: np.ndarray, after: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Previews of the input and the result at one size (the slider overlays them), the result's shape."""
-    after_small = preview(after, max_side)
-    size = (after_small.shape[1], after_small.shape[0])
-    return preview(before, size=size), after_small
-
-
 def output_name(upload: str | None, task: str, fmt: str) -> str:
-    """``<upload stem>-<task><ext>``: the download keeps the user's file name (made safe for the file system)."""
+    """``<upload stem>-<task><ext>``: the download keeps the user's file name (made safe for the file system).
+    ``fmt`` "auto" takes the upload's suffix (:func:`resolve_format`)."""
     stem = Path(upload).stem if upload else "photo"
     stem = re.sub(r"[^\w.-]+", "_", stem).strip("._") or "photo"
-    return f"{stem[:80]}-{task}{OUTPUT_FORMATS[check_format(fmt)]}"
+    return f"{stem[:80]}-{task}{OUTPUT_FORMATS[resolve_format(fmt, upload=upload)]}"
 
 
 def check_format(fmt: str) -> str:
+    """A format of the Output format menu (:data:`FORMAT_CHOICES`), in its canonical spelling."""
     from ..errors import look_up_option
 
-    return look_up_option(str(fmt).upper(), list(OUTPUT_FORMATS), "output format")
+    name = str(fmt).strip()
+    if name.lower() == AUTO_FORMAT:
+        return AUTO_FORMAT
+    name = _SOURCE_FORMATS.get(name.upper(), name.upper())
+    return look_up_option(name, list(OUTPUT_FORMATS), "output format")
+
+
+def resolve_format(fmt: str, *, upload: str | None = None, source_format: str | None = None,
+                   size: tuple[int, int] | None = None) -> str:
+    """The format to write: ``fmt`` itself, or for "auto" the photo's own (its decoded ``source_format``, else
+    the suffix of ``upload``) when it is one of :data:`OUTPUT_FORMATS`, else PNG. An "auto" format that cannot
+    hold a result of ``size`` = (width, height) (WEBP beyond 16,383 pixels a side) becomes PNG too."""
+    chosen = check_format(fmt)
+    if chosen != AUTO_FORMAT:
+        return chosen
+    own = source_format or (IMAGE_SUFFIXES.get(Path(upload).suffix.lower()) if upload else None)
+    own = _SOURCE_FORMATS.get(str(own).upper(), str(own).upper()) if own else None
+    chosen = own if own in OUTPUT_FORMATS else FALLBACK_FORMAT
+    if size is not None and chosen != FALLBACK_FORMAT:
+        try:
+            check_output_size(Path("result"), *size, chosen)
+        except OutputError:
+            chosen = FALLBACK_FORMAT
+    return chosen
 
 
 def save_result(result: Picture, output_dir: Path, *, upload: str | None, task: str, fmt: str,
-                quality: int) -> Path:
-    """Write ``result`` at full resolution into a new job folder; return the file's path."""
+                quality: int, source_format: str | None = None, cancel: threading.Event | None = None,
+                progress: Callable[[int], None] | None = None) -> Path:
+    """Write ``result`` at full resolution into a new job folder; return the file's path.
+
+    ``fmt``: a format of :data:`FORMAT_CHOICES` ("auto": the photo's, from ``source_format`` or the upload's
+    suffix). ``cancel`` stops the save at the encoder's next write (or before the rename) with CancelledError;
+    ``progress`` gets the bytes written so far (see :func:`~tessera.image.write.save_image`). A save that fails
+    or is cancelled leaves nothing: the temporary file is removed, and the job's folder with it.
+    """
+    fmt = resolve_format(fmt, upload=upload, source_format=source_format, size=(result.width, result.height))
     folder = new_job_folder(output_dir, task)
-    return save_image(result, folder / output_name(upload, task, fmt), quality=int(quality))
+    try:
+        return save_image(result, folder / output_name(upload, task, fmt), quality=int(quality), cancel=cancel,
+                          progress=progress)
+    except BaseException:
+        try:
+            folder.rmdir()  # only when empty: never a file of someone else's
+        except OSError:
+            pass
+        raise
 
 
 def save_mask(mask: np.ndarray, output_dir: Path, *, upload: str | None) -> Path:

@@ -1,9 +1,20 @@
-"""Library messages reworded for the web page: the controls' labels instead of CLI flags.
+"""Library messages reworded for the web page: the controls' labels instead of CLI flags, and in Chinese whole.
 
 The task functions are shared with the CLI, so their messages say ``--grow`` or ``--max-memory`` (and option
 errors say ``option grow``). On the page those words mean nothing: a flag whose option has a control becomes
-that control's label, quoted ("Mask grow"), in the language of the browser; a clause that names a flag the page
-does not have (``--resize-mask``, ``--max-pixels``, ``--model-dir``...) becomes a hint that says what to do here.
+that control's label, quoted ("Mask grow"), in the page's language; a clause that names a flag the page does not
+have (``--resize-mask``, ``--max-pixels``, ``--model-dir``...) becomes a hint that says what to do here.
+
+For Simplified Chinese (``zh-CN``) the whole message is translated (:func:`for_page`): after the labels and hints
+are put in, the message is matched against :data:`.wording_zh.MESSAGES`, one entry per kind of message the web UI shows
+(errors of the page and of the library a web user meets, warnings, progress lines, status lines, Cancel's
+answers). An entry is a regular expression whose named groups hold what stays as it is (file and model names,
+numbers, sizes) and a Chinese template that puts them back; a group written ``{name!t}`` in the template is
+translated in turn, so that a reason inside a message is worded by its own entry. Messages made of parts are
+translated part by part: ``a · b · c`` (progress and status lines), ``a; b`` (clauses), ``name: reason`` (a file
+or a control label, then what is wrong with it). A part without a space (a file name, a model name, a number)
+stays as it is; anything else that matches no entry is shown with a Chinese lead-in ("原文：") before the original
+words, so that nothing is lost even where the table has no entry yet.
 """
 from __future__ import annotations
 
@@ -45,8 +56,27 @@ def control_label(name: str, language: str) -> str | None:
     return f"“{label}”" if language.startswith("zh") else f'"{label}"'
 
 
+def unit_for_page(unit: str, language: str = "en") -> str:
+    """The unit Gradio's progress bar shows after its count (``tile``, ``pass``...), in ``language``."""
+    from .wording_zh import UNITS
+
+    return UNITS.get(unit, unit) if language.startswith("zh") else unit
+
+
 def for_page(message: str, language: str = "en") -> str:
-    """``message`` with CLI flags replaced by control labels, and clauses about CLI-only flags by hints."""
+    """``message`` for the page in ``language``: CLI flags replaced by control labels, clauses about CLI-only
+    flags by hints; in Chinese (``zh-CN``) the whole message translated (see the module's docstring)."""
+    from .wording_zh import already_chinese, translate
+
+    if language.startswith("zh") and already_chinese(message):
+        return message  # worded in Chinese already (a module's own table, a message translated before)
+    message = _with_labels(message, language)
+    if not language.startswith("zh"):
+        return message
+    return translate(message)
+
+
+def _with_labels(message: str, language: str) -> str:
     message = _OPTION.sub(lambda match: _option_words(match, language), message)
     while True:
         match = _FLAG.search(message) or _BARE_NAMES.search(message)
