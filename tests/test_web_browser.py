@@ -140,6 +140,18 @@ def test_clicking_a_face_on_the_preview_restores_only_that_face(server, browser,
 
 def test_upscale_shows_progress_and_cancel_stops_it(server, browser, files):
     app, url, _config = server
+
+    def waiting(page, selector: str, pattern: str, what: str, timeout: float = 120_000) -> None:
+        """wait_for_text, failing with what the page and the job board show (this test has been seen to time out
+        once in several runs on a loaded machine: the next failure says where)."""
+        try:
+            wait_for_text(page, selector, pattern, timeout=timeout)
+        except Exception:
+            shot(page, "upscale-failed")
+            raise AssertionError(f"{what}: board {app.board.running} running, history "
+                                 f"{[r.outcome for r in app.board.history]}; page: "
+                                 f"{page.locator('body').inner_text()[-1500:]}") from None
+
     page = new_page(browser, url)
     page.get_by_role("tab", name="Upscale").click()
     page.locator("#upscale-photo input[type=file]").set_input_files(str(files["noise"]))
@@ -155,7 +167,7 @@ def test_upscale_shows_progress_and_cancel_stops_it(server, browser, files):
             break
     page.wait_for_function("() => document.querySelector('#opt-tile textarea, #opt-tile input')?.value === '4'")
     page.locator("#upscale-run").click()
-    wait_for_text(page, "#upscale-result", r"tile \d+/\d{4,}")  # the job runs with the small tiles
+    waiting(page, "#upscale-result", r"tile \d+/\d{4,}", "the small tiles' progress")
     shot(page, "upscale-1-progress")
     assert app.board.running == 1
 
@@ -165,14 +177,14 @@ def test_upscale_shows_progress_and_cancel_stops_it(server, browser, files):
     other.locator("#upscale-photo input[type=file]").set_input_files(str(files["photo"]))
     wait_for_text(other, "#upscale-photo", files["photo"].name)
     other.locator("#upscale-run").click()
-    wait_for_text(other, "#upscale-result", r"queue")
+    waiting(other, "#upscale-result", r"queue", "the second user's place in the queue")
     shot(other, "upscale-2-queued")
     assert app.board.running == 1
 
     page.locator("#upscale-cancel").click()
     # The job stops at its next batch; the page drops its progress (and shows the error "Cancelled" unless
     # Gradio's own cancellation of the event reaches the page first).
-    wait_for_text(page, "#upscale-result", r"^(?![\s\S]*tile \d+/\d+)")
+    waiting(page, "#upscale-result", r"^(?![\s\S]*tile \d+/\d+)", "the progress gone after Cancel")
     assert "cancel" in page.locator("#upscale-status").inner_text().lower()
     shot(page, "upscale-3-cancelled")
     other.wait_for_selector("#upscale-result a")  # the waiting job runs once the device is free

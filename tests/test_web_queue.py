@@ -256,6 +256,19 @@ def test_progress_names_every_phase_and_the_status_time_covers_them(monkeypatch)
     assert total >= sum(timings.values()) - 0.05
 
 
+def test_thousands_of_tiles_a_second_reach_the_page_ten_times_a_second():
+    """Small tiles give thousands of events a second; the page gets the first, then one per 0.1 s, and the last."""
+    sink = Sink()
+    bridge = job_progress.ProgressBridge(sink, None, heartbeat=None)
+    started = time.perf_counter()
+    for done in range(20_001):
+        bridge(ProgressEvent("tiles", done, 20_000, 1.0, 1.0))
+    seconds = time.perf_counter() - started
+    tiles = [text for text in sink.texts if text.startswith("tile ")]
+    assert tiles[0].startswith("tile 0/20000") and tiles[-1].startswith("tile 20000/20000")
+    assert len(tiles) <= 2 + 10 * seconds + 1
+
+
 def test_a_quiet_phase_is_said_again_with_its_time():
     """Decoding or an encoder that computes its whole file reports nothing: the heartbeat says the phase's time."""
     sink = Sink()

@@ -213,3 +213,23 @@ def test_a_painting_too_costly_to_draw_is_refused():
     corner_to_corner = {"size": 2000, "points": [[0, 0], [6000, 4000]] * 20}
     with pytest.raises(InputError, match="upload a mask instead"):
         strokes_mask(parse_strokes(painted([corner_to_corner])), 6000, 4000)
+
+
+def test_work_continued_on_a_jpeg_result_starts_from_its_exact_pixels(editing):
+    """A JPEG photo's result is downloaded as JPEG, but the next version reads its lossless copy: what the second
+    run did not paint is the first result's pixels exactly, not a second JPEG generation of them."""
+    handlers, photo, pixels = editing
+    jpeg = photo.with_suffix(".jpg")
+    Image.fromarray(pixels).save(jpeg, quality=90)
+    _value, history, _current = handlers.open_photo(str(jpeg), Request())
+    exact = []
+    for points in ([[60, 60], [120, 80]], [[300, 200], [350, 240]]):
+        photo_in, mask = handlers.prepare_mask(painted([{"size": 20, "points": points}]), history, Request())
+        result, *_ = handlers.app.inpaint_job(photo_in, mask, Request(), progress=None, model="telea")
+        assert result.endswith("-inpainted.jpg")  # named and, for "auto", encoded as the photo was
+        handlers.push_result(result, history, Request())
+        current = history["versions"][history["index"]]["path"]
+        assert current.endswith(".jpg.working.tif")
+        exact.append(np.asarray(Image.open(current).convert("RGB")).astype(int))
+    second_run = np.asarray(Image.open(mask)) > 0
+    assert (exact[1][~second_run] == exact[0][~second_run]).all()

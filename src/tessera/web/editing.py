@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..image.read import read_image_size
 from ..masks import fit_mask, mask_from_picture
 from .limits import open_upload
-from .results import save_mask
+from .results import save_mask, shown_upload, working_copy_name
 from .retention import new_job_folder
 from .viewer import Pyramid, build_pyramid, load_pyramid, parse_strokes, strokes_mask, viewer_value, write_overlay
 
@@ -120,7 +120,7 @@ class EditorHandlers:
             width, height = read_image_size(current["path"])
             values = mask_from_picture(open_upload(app._upload(mask, request, "mask"), app.config.limits, "mask"))
             values = _fit_upload(values, width, height, language)
-            saved = save_mask(values, app.config.output_dir, upload=Path(current["path"]).name)
+            saved = save_mask(values, app.config.output_dir, upload=shown_upload(current["path"])[0])
             history["uploaded"] = str(saved)
             history["overlay"] = write_overlay(values, saved.parent)
             return self._keep_strokes(history, note=say("mask", language, width=width, height=height)), history
@@ -150,7 +150,7 @@ class EditorHandlers:
             mask = strokes_mask(strokes, width, height, base=base)
             if not mask.any():
                 raise InputError(say("nothing", language))
-            path = save_mask(mask, app.config.output_dir, upload=Path(current["path"]).name)
+            path = save_mask(mask, app.config.output_dir, upload=shown_upload(current["path"])[0])
             app.gate.issue(path, self._session(request))
             return self._pending(history, current, str(path))
 
@@ -185,6 +185,9 @@ class EditorHandlers:
             if pending["photo"] != history["versions"][0]["path"]:
                 raise InputError(say("moved_on", language))  # another photo was opened while the job ran
             admitted = app._upload(result, request, "result")
+            exact = working_copy_name(Path(admitted))  # a JPEG/WEBP result's lossless copy, when it has one
+            if exact.is_file():
+                admitted = app._upload(str(exact), request, "result")
             view = Path(admitted).parent / "view-after"
             load_pyramid(view)
             start = min(pending["index"], len(history["versions"]) - 1)

@@ -26,6 +26,7 @@ import gradio as gr
 import numpy as np
 
 from ..engine.runtime import resolve_device
+from ..image.write import save_image
 from ..errors import CancelledError, ImageTooLargeError, InputError
 from ..options import FaceOptions, parse_options
 from ..tasks.registry import get_task
@@ -37,7 +38,7 @@ from .jobs import Job, JobBoard, release_memory, upload_names, user_errors
 from .limits import Limits, check_quality, check_result_fits, check_scale, open_upload
 from .models import WEIGHT_FREE, ModelMenu
 from .queue_events import client_gone_probe
-from .results import draw_faces, preview, save_result
+from .results import LOSSY_FORMATS, draw_faces, preview, save_result
 from .viewer import compare_value
 from .uploads import UploadGate
 
@@ -247,7 +248,8 @@ class WebApp:
                 stop_if_cancelled()
                 output = self._finish(picture, result.image, upload=image, done_word=task.done_word, fmt=fmt,
                                       quality=quality, status=lambda elapsed: kind.status(result.report, elapsed),
-                                      session=job.session, bridge=bridge, cancel=job.cancel)
+                                      session=job.session, bridge=bridge, cancel=job.cancel,
+                                      working_copy=task.takes_mask)
                 if after is not None:
                     try:
                         after(output)
@@ -330,21 +332,29 @@ class WebApp:
 
     def _finish(self, picture: Any, result: Any, *, upload: str, done_word: str, fmt: str, quality: Any,
                 status: str | Callable[[str], str], session: str = "", bridge: ProgressBridge | None = None,
-                cancel: threading.Event | None = None) -> JobOutput:
+                cancel: threading.Event | None = None, working_copy: bool = False) -> JobOutput:
         """Save the result (format "auto": the photo's own), make the before/after value, say what was done.
 
         ``status``: the status line's words, or a function of the job's time (taken after the save, so that it
-        counts); ``bridge`` shows the save's progress and gives the phases' times; ``cancel`` stops the save."""
-        from .results import resolve_format
+        counts); ``bridge`` shows the save's progress and gives the phases' times; ``cancel`` stops the save.
+        ``working_copy``: a result saved as JPEG or WEBP is also kept losslessly (a TIFF beside it,
+        :func:`.results.working_copy_name`), so that work continued on it (Inpaint's versions) does not re-encode
+        the photo; a job on such a copy names and, for "auto", formats its result as the result it copies."""
+        from .results import resolve_format, shown_upload, working_copy_name
 
-        fmt = resolve_format(fmt, upload=upload, source_format=picture.format, size=(result.width, result.height))
+        name, continued = shown_upload(upload)  # a working copy: the result it copies names the photo
+        fmt = resolve_format(fmt, upload=name, source_format=None if continued else picture.format,
+                             size=(result.width, result.height))
         if bridge is not None:
             bridge.phase("save", fmt)
-        path = save_result(result, self.config.output_dir, upload=Path(upload).name, task=done_word, fmt=fmt,
+        path = save_result(result, self.config.output_dir, upload=name, task=done_word, fmt=fmt,
                            quality=int(quality), cancel=cancel, progress=None if bridge is None else bridge.saved)
         if bridge is not None:
             bridge.phase("finish")
         try:
+            if working_copy and fmt in LOSSY_FORMATS:  # the next version starts from the exact pixels
+                working = save_image(result, working_copy_name(path), cancel=cancel)
+                self.gate.issue(working, session)
             pair = compare_value(picture.pixels, result.pixels, path.parent)  # the result's own job folder
             if cancel is not None and cancel.is_set():  # cancelled after the save: the page will not show it
                 raise CancelledError("cancelled")

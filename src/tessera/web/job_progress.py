@@ -20,6 +20,8 @@ from .jobs import Job, MemoryStatus, memory_status
 
 _MEMORY_POLL = 0.5      # seconds between two memory readings during a job
 HEARTBEAT = 1.0         # seconds without progress after which the page is told the phase's time again
+EVENT_INTERVAL = 0.1  # seconds: the engine's events of one stage reach the page at most this often (the first
+                     # and the last always): thousands of small tiles a second would flood the page
 _SAVE_REPORT = 0.2      # seconds between two reports of the bytes a save has written
 _STAGE_UNITS = {"tiles": "tile", "regions": "region", "faces": "face", "passes": "pass", "detect": "detect",
                 "steps": "step", "blocks": "block", "parsing": "parsing"}
@@ -99,6 +101,7 @@ class ProgressBridge:
         self._line: tuple[str, Any, str] = ("", None, "steps")  # the last line without its time: text, progress, unit
         self._emitted_at = 0.0
         self._saved_at = 0.0
+        self._counted: tuple[str, int] | None = None  # the stage and total of the last engine event sent
         self._heartbeat = heartbeat
         self._beating: threading.Thread | None = None
         self._closed = threading.Event()
@@ -113,7 +116,14 @@ class ProgressBridge:
             self.phase("work", announce=False)
         text = describe_progress(event, self._outer if event.stage != "passes" else None)
         total = max(event.total, 1)
-        self._emit(text, (min(event.done, total), total), _STAGE_UNITS.get(event.stage, event.stage))
+        line = (text, (min(event.done, total), total), _STAGE_UNITS.get(event.stage, event.stage))
+        counted, now = (event.stage, event.total), time.perf_counter()
+        if counted == self._counted and event.done < event.total and now - self._emitted_at < EVENT_INTERVAL:
+            with self._lock:
+                self._line = line  # not sent now: the page hears the next one (or the heartbeat says this one)
+            return
+        self._counted = counted
+        self._emit(*line)
 
     def phase(self, name: str, detail: str = "", *, announce: bool = True) -> None:
         """Start phase ``name`` (of :data:`PHASES`, or any word): the previous phase's time is recorded, and the

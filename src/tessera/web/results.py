@@ -28,6 +28,22 @@ FORMAT_CHOICES = [AUTO_FORMAT, *OUTPUT_FORMATS]  # the Output format menu, "auto
 FALLBACK_FORMAT = "PNG"
 _SOURCE_FORMATS = {"MPO": "JPEG", "JPG": "JPEG", "TIF": "TIFF"}  # Pillow/suffix names -> OUTPUT_FORMATS keys
 DEFAULT_PREVIEW_SIDE = 1280
+LOSSY_FORMATS = ("JPEG", "WEBP")
+WORKING_COPY = ".working.tif"  # a lossy result's exact pixels: "<result file name>.working.tif", beside it
+
+
+def working_copy_name(result: Path) -> Path:
+    """Where the lossless copy of a JPEG or WEBP ``result`` goes (work continued on it reads that)."""
+    return result.with_name(result.name + WORKING_COPY)
+
+
+def shown_upload(upload: str) -> tuple[str, bool]:
+    """The name a photo goes by (the result it copies, for a working copy) and whether it is a working copy: a
+    result continued from keeps its own name and, for "auto", its own format."""
+    name = Path(upload).name
+    if name.endswith(WORKING_COPY) and len(name) > len(WORKING_COPY):
+        return name[: -len(WORKING_COPY)], True
+    return name, False
 
 
 def preview(pixels: np.ndarray, max_side: int = DEFAULT_PREVIEW_SIDE,
