@@ -68,9 +68,6 @@ class EditorHandlers:
 
         return _language(request)
 
-    def _session(self, request: gr.Request | None) -> str:
-        return getattr(request, "session_hash", None) or ""
-
     def _show(self, history: dict[str, Any], *, before: Pyramid | None = None, note: str = "") -> str:
         """The viewer value of the current version; a new ``counter`` value, so the viewer drops its strokes."""
         history["counter"] += 1
@@ -151,7 +148,9 @@ class EditorHandlers:
             if not mask.any():
                 raise InputError(say("nothing", language))
             path = save_mask(mask, app.config.output_dir, upload=shown_upload(current["path"])[0])
-            app.gate.issue(path, self._session(request))
+            from .handlers import _session
+
+            app.gate.issue(path, _session(request))
             return self._pending(history, current, str(path))
 
     @staticmethod
