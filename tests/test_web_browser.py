@@ -29,7 +29,7 @@ PREVIEW = 320          # the detected-faces preview
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web-browser")
-    # a small editor: headless chromium draws the canvas in software, and redraws it on every brush move
+    # small viewers and previews: headless chromium draws in software
     config = WebConfig(output_dir=prepare_output_dir(tmp / "results"), preview_side=PREVIEW, editor_height=320)
     blocks, app, url = serve_app(config)
     yield app, url, config
