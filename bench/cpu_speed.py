@@ -146,9 +146,9 @@ def count_flops(network: torch.nn.Module, shapes: list[tuple[int, int]], channel
 
 def tessera_windows(plan: Any, height: int, width: int, align: int) -> list[tuple[int, int, int, int]]:
     """The windows (y0, y1, x0, x1) tessera ran for ``plan``, planned again the way the engine plans them."""
-    from tessera.tiling import Canvas
+    from tessera.tiling import plan_grid
 
-    tiles = Canvas.plan(height, width, plan.tile, plan.pad, align=align, feather=plan.blend == "feather")
+    tiles = plan_grid(height, width, plan.tile, plan.pad, align=align, feather=plan.blend == "feather")
     if len(tiles) != plan.tiles:
         raise RuntimeError(f"re-planned {len(tiles)} windows, tessera reports {plan.tiles}")
     return [(t.y.start, t.y.stop, t.x.start, t.x.stop) for t in tiles]

@@ -50,6 +50,51 @@ def test_feather_canvas_of_a_constant_is_that_constant():
     np.testing.assert_allclose(canvas.finish(), 0.5, atol=1e-6)
 
 
+def _feathered(height: int, width: int, tile: int, pad: int, scale: int, *, planned: bool, split: int = 0):
+    """Feather-merge random window results into a canvas, planned (banded) or not (whole-output accumulator);
+    with ``split`` every second tile is re-planned into ``split`` px children first, as the back-off does."""
+    out = np.zeros((height * scale, width * scale, 3), dtype=np.float32)
+    canvas = Canvas(out, feather=True, convert=lambda a: a)
+    tiles = canvas.plan(height, width, tile, pad, feather=True) if planned else plan_grid(
+        height, width, tile, pad, feather=True)
+    tiles = [t.with_weights(scale) for t in tiles]
+    if split:
+        tiles = [child for i, t in enumerate(tiles)
+                 for child in (split_tile(t, height, width, split, pad, align=1, scale=scale) if i % 2 else [t])]
+    for t in tiles:
+        window = np.random.default_rng(t.y.start * 100003 + t.x.start).random(
+            (t.y.size * scale, t.x.size * scale, 3), dtype=np.float32)
+        canvas.add(t, window, scale)
+    return canvas.finish(), canvas
+
+
+@pytest.mark.parametrize("split", [0, 24])
+def test_feather_band_gives_the_whole_output_accumulator_and_holds_about_one_row_of_windows(split):
+    height, width, tile, pad, scale = 410, 230, 60, 12, 2
+    banded, canvas = _feathered(height, width, tile, pad, scale, planned=True, split=split)
+    whole, unplanned = _feathered(height, width, tile, pad, scale, planned=False, split=split)
+    np.testing.assert_array_equal(banded, whole)
+    assert unplanned.largest_band == height * scale
+    window_rows = (tile + 2 * pad) * scale
+    assert 0 < canvas.largest_band <= window_rows + 2 * pad * scale, canvas.largest_band
+
+
+def test_feather_band_converts_rows_as_they_finish():
+    """Rows reach the target while later tiles are still to come: the band does not wait for the end."""
+    height, width = 300, 120
+    out = np.zeros((height, width, 1), dtype=np.float32)
+    canvas = Canvas(out, feather=True, convert=lambda a: a)
+    tiles = [t.with_weights(1) for t in canvas.plan(height, width, 40, 8, feather=True)]
+    half = len(tiles) // 2
+    for t in tiles[:half]:
+        canvas.add(t, np.full((t.y.size, t.x.size, 1), 0.25, dtype=np.float32), 1)
+    finished = int((out[:, :, 0] == 0.25).all(axis=1).sum())
+    assert finished >= tiles[half - 1].y.keep_start - 16, finished
+    for t in tiles[half:]:
+        canvas.add(t, np.full((t.y.size, t.x.size, 1), 0.25, dtype=np.float32), 1)
+    np.testing.assert_allclose(canvas.finish(), 0.25, atol=1e-6)
+
+
 def test_grid_covers_a_region_only():
     tiles = plan_grid(300, 400, 50, 10, region=(100, 180, 30, 390))
     covered = np.zeros((300, 400), dtype=int)

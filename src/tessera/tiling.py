@@ -242,18 +242,34 @@ class Canvas:
 
     In crop mode results are converted to the output dtype and written in place (``target`` may be a numpy
     array or any array-like supporting slice assignment, such as a memory-mapped file). In feather mode they are
-    accumulated in float32 and converted once at :meth:`finish`.
+    accumulated in float32, but only over a band of rows: the canvas counts, per input row, the kept pixels the
+    planned tiles still owe it, and converts rows into ``target`` as soon as they are complete. Tiles come row by
+    row, so the band spans about one row of windows and feather costs no more host memory than crop plus that
+    band, whatever the image's height. Tiles added without :meth:`plan` are accumulated over the whole output
+    and converted at :meth:`finish`.
     """
 
     def __init__(self, target: np.ndarray, *, feather: bool, convert):
         self.target = target
         self._convert = convert
-        self._accumulator = np.zeros(target.shape, dtype=np.float32) if feather else None
+        self._feather = feather
+        self._owed: np.ndarray | None = None  # per input row: kept pixels still to come (planned feather only)
+        self._band: np.ndarray | None = None  # float32 sums for input rows [_band_top, _band_top + rows)
+        self._band_top = 0
+        self._scale = 1
+        self.largest_band = 0  # the most output rows the band held at once: for tests and benchmarks
 
-    @staticmethod
-    def plan(height: int, width: int, tile: int, pad: int, *, align: int = 1, feather: bool = False) -> list[Tile]:
-        """Same-shape windows evened out over the image (:func:`plan_grid`)."""
-        return plan_grid(height, width, tile, pad, align=align, feather=feather)
+    def plan(self, height: int, width: int, tile: int, pad: int, *, align: int = 1,
+             feather: bool = False) -> list[Tile]:
+        """Same-shape windows evened out over the image (:func:`plan_grid`); in feather mode also what each row
+        is owed, so finished rows leave the band."""
+        tiles = plan_grid(height, width, tile, pad, align=align, feather=feather)
+        if self._feather:
+            self._owed = np.zeros(height, dtype=np.int64)
+            for t in tiles:
+                top, bottom, left, right = t.keep
+                self._owed[top:bottom] += right - left
+        return tiles
 
     def consume(self, results, scale: int) -> np.ndarray:
         """Merge every ``(tile, result)`` the engine yields, then return the finished output."""
@@ -263,20 +279,68 @@ class Canvas:
 
     def add(self, tile: Tile, result: np.ndarray, scale: int) -> None:
         """Merge ``result`` (the window's output, HxWxC float32 at output scale) for ``tile``."""
-        top, bottom, left, right = (v * scale for v in tile.keep)
+        top, bottom, left, right = tile.keep
         oy, ox = tile.y.start * scale, tile.x.start * scale
-        piece = result[top - oy:bottom - oy, left - ox:right - ox]
-        if self._accumulator is None:
-            self.target[top:bottom, left:right] = self._convert(piece)
+        piece = result[top * scale - oy:bottom * scale - oy, left * scale - ox:right * scale - ox]
+        if not self._feather:
+            self.target[top * scale:bottom * scale, left * scale:right * scale] = self._convert(piece)
             return
         if tile.weight_y is not None:
             piece = piece * tile.weight_y[:, None, None]
         if tile.weight_x is not None:
             piece = piece * tile.weight_x[None, :, None]
-        self._accumulator[top:bottom, left:right] += piece
+        band = self._band_over(top, bottom, scale)
+        rows = slice((top - self._band_top) * scale, (bottom - self._band_top) * scale)
+        band[rows, left * scale:right * scale] += piece
+        if self._owed is not None:
+            self._owed[top:bottom] -= right - left
+            self._flush_finished_rows(scale)
+
+    def _band_over(self, top: int, bottom: int, scale: int) -> np.ndarray:
+        """The float32 band, grown to hold input rows ``[top, bottom)`` (rows added where missing).
+
+        Rows that left the band are finished: no planned tile still adds to them, so a tile's rows are always
+        either in the band or new."""
+        self._scale = scale
+        if self._owed is None:  # unplanned: the whole output at once
+            top, bottom = 0, self.target.shape[0] // scale
+        if self._band is None:
+            self._band_top = top
+            self._band = np.zeros(((bottom - top) * scale, *self.target.shape[1:]), dtype=np.float32)
+            self.largest_band = max(self.largest_band, self._band.shape[0])
+        start, end = self._band_top, self._band_top + self._band.shape[0] // scale
+        if top < start or bottom > end:
+            new_start, new_end = min(top, start), max(bottom, end)
+            grown = np.zeros(((new_end - new_start) * scale, *self.target.shape[1:]), dtype=np.float32)
+            grown[(start - new_start) * scale:(end - new_start) * scale] = self._band
+            self._band, self._band_top = grown, new_start
+        self.largest_band = max(self.largest_band, self._band.shape[0])
+        return self._band
+
+    def _flush_finished_rows(self, scale: int) -> None:
+        """Convert the band's leading rows that no tile still owes anything into ``target``, and drop them."""
+        assert self._band is not None and self._owed is not None
+        rows = self._band.shape[0] // scale
+        done = 0
+        while done < rows and self._owed[self._band_top + done] == 0:
+            done += 1
+        if not done:
+            return
+        self._write(self._band_top * scale, self._band[:done * scale])
+        self._band = self._band[done * scale:].copy() if done < rows else None
+        self._band_top += done
 
     def finish(self) -> np.ndarray:
-        if self._accumulator is not None:
-            self.target[...] = self._convert(self._accumulator)
-            self._accumulator = None
+        """The output, with what is left in the band converted into it."""
+        if self._band is not None:
+            self._write(self._band_top * self._scale, self._band)
+            self._band = None
         return self.target
+
+    _WRITE_ROWS = 128  # output rows converted at once: the conversion's float temporaries stay small
+
+    def _write(self, top: int, rows: np.ndarray) -> None:
+        """Convert accumulated ``rows`` into ``target`` from output row ``top``, a few rows at a time."""
+        for start in range(0, rows.shape[0], self._WRITE_ROWS):
+            chunk = rows[start:start + self._WRITE_ROWS]
+            self.target[top + start:top + start + chunk.shape[0]] = self._convert(chunk)
