@@ -307,7 +307,6 @@ class Canvas:
         if self._band is None:
             self._band_top = top
             self._band = np.zeros(((bottom - top) * scale, *self.target.shape[1:]), dtype=np.float32)
-            self.largest_band = max(self.largest_band, self._band.shape[0])
         start, end = self._band_top, self._band_top + self._band.shape[0] // scale
         if top < start or bottom > end:
             new_start, new_end = min(top, start), max(bottom, end)
