@@ -21,7 +21,9 @@ from .plan import Job
 from .report import BatchSummary, Outcome
 from .worker import IN_FLIGHT_PER_WORKER, Processor, Settings
 
-ACTOR_RESTARTS = 1  # an actor whose process died (out of memory, crash) is started again once
+ACTOR_RESTARTS = 3  # Ray starts an actor whose process died (killed, out of memory, a crash) again, this often
+TASK_RETRIES = 1  # a call in flight on an actor that died is run again on the restarted actor, this often
+JOB_RESUBMITS = 2  # a job still lost with a dying actor after that is handed out again, this often, then fails
 
 
 class RayWorker:
@@ -81,34 +83,93 @@ def run_on_ray(jobs: list[Job], settings: Settings, *, address: str | None, work
     per_node = math.ceil(count / max(1, len(ray.nodes())))
     shared = replace(settings, ram_share=settings.ram_share / per_node,
                      device=settings.device if "num_gpus" not in ask else None)
-    actor_class = ray.remote(max_restarts=ACTOR_RESTARTS, **ask)(RayWorker)
+    actor_class = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES, **ask)(RayWorker)
     actors = [actor_class.remote(shared) for _ in range(count)]
     try:
         notice = ray.get(actors[0].notice.remote())
         if notice:
             summary.notices.append(notice)
-        _dispatch(ray, actors, jobs, record)
+        _dispatch(ray, actors, jobs, record, lambda: actor_class.remote(shared))
     finally:
         for actor in actors:
             ray.kill(actor)
 
 
-def _dispatch(ray: Any, actors: list[Any], jobs: list[Job], record: Callable[[Outcome], None]) -> None:
-    """Hand jobs to free actor slots; wait for any result; a job whose actor died fails alone."""
+class _Call:
+    """A call in flight on an actor: ``job`` processed there, or (``job`` None) a check that the actor is up."""
+
+    def __init__(self, job: Job | None, actor: Any, checks: int = 0):
+        self.job, self.actor, self.checks = job, actor, checks
+
+
+def _dispatch(ray: Any, actors: list[Any], jobs: list[Job], record: Callable[[Outcome], None],
+              start_actor: Callable[[], Any]) -> None:
+    """Hand jobs to free actor slots, wait for any result, record it; survive actors that die.
+
+    A job lost with its actor (its process killed, out of memory; Ray already ran it again on the restarted
+    actor :data:`TASK_RETRIES` times) goes back to the front of the queue, at most :data:`JOB_RESUBMITS` times,
+    and its slot returns only once a check call (which waits out a restart) finds the actor up again. An actor
+    a check finds dead for good (its restarts spent) is replaced by a new one, at most as many times as actors
+    were started; replacements are appended to ``actors`` (the caller kills them all at the end). A job whose
+    own processing fails (a bad image) comes back as a "failed" outcome from the worker and is recorded as it
+    is. Jobs left when no actor is left fail with that reason.
+    """
+    exceptions = ray.exceptions
     free = deque(actor for _ in range(IN_FLIGHT_PER_WORKER) for actor in actors)
     queue = deque(jobs)
-    running: dict[Any, tuple[Job, Any]] = {}
+    running: dict[Any, _Call] = {}
+    lost: dict[str, int] = {}  # job name -> times it was in flight on an actor that died
+    gone: set[int] = set()  # id() of the actors found dead for good
+    replacements = len(actors)
+
     while queue or running:
         while queue and free:
             job, actor = queue.popleft(), free.popleft()
-            running[actor.process.remote(job)] = (job, actor)
+            running[actor.process.remote(job)] = _Call(job, actor)
+        if not running:
+            for job in queue:
+                record(Outcome(job.name, "failed", 0.0, "no Ray worker left: every actor died for good"))
+            return
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:
-            job, actor = running.pop(ref)
-            free.append(actor)
+            call = running.pop(ref)
             try:
-                outcome = ray.get(ref)
-            except ray.exceptions.RayError as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                outcome = Outcome(job.name, "failed", 0.0, f"Ray worker failed: {first}")
-            record(outcome)
+                result = ray.get(ref)
+            except exceptions.RayActorError as error:
+                if call.job is not None:
+                    _requeue(call.job, error, lost, queue, record)
+                dead = call.job is None and isinstance(error, exceptions.ActorDiedError)
+                if not dead and call.checks <= ACTOR_RESTARTS:  # up again after its restart? ask it
+                    running[call.actor.notice.remote()] = _Call(None, call.actor, call.checks + 1)
+                elif id(call.actor) not in gone:  # dead for good (or never back): its slots go to a new actor
+                    gone.add(id(call.actor))
+                    ray.kill(call.actor)
+                    if replacements:
+                        replacements -= 1
+                        actors.append(start_actor())
+                        free.extend([actors[-1]] * IN_FLIGHT_PER_WORKER)
+                continue
+            except exceptions.RayError as error:  # not the actor's death: the call itself failed
+                if call.job is not None:
+                    result = Outcome(call.job.name, "failed", 0.0, f"Ray worker failed: {_first_line(error)}")
+            free.append(call.actor)
+            if call.job is not None:
+                record(result)
+
+
+def _requeue(job: Job, error: Exception, lost: dict[str, int], queue: deque[Job],
+             record: Callable[[Outcome], None]) -> None:
+    """Put ``job``, lost with its dying actor, back at the front of ``queue``; past :data:`JOB_RESUBMITS` times
+    (an image that kills every worker it reaches) record it as failed instead."""
+    lost[job.name] = lost.get(job.name, 0) + 1
+    if lost[job.name] <= JOB_RESUBMITS:
+        queue.appendleft(job)
+    else:
+        record(Outcome(job.name, "failed", 0.0, f"the Ray worker died while processing it "
+                                                f"({lost[job.name]} times): {_first_line(error)}"))
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s message (Ray's run over many), or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
