@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -247,16 +248,47 @@ class _GlobalMix(torch.nn.Module):
 
 
 @pytest.mark.slow
-def test_gradient_probes_stay_within_the_memory_budget():
+def test_context_probes_stay_within_the_memory_budget():
     roomy, tight = _GlobalMix(), _GlobalMix()
-    measure_context(Model(roomy, "roomy", scale=1), Runtime.create("cpu", max_memory="4G"))
+    reach = engine.measure_reach(Model(roomy, "roomy", scale=1), Runtime.create("cpu", max_memory="4G"))
     assert max(roomy.sizes) == 512  # unbounded, the probe grows to its largest size
+    assert not reach.local and "512px probe" in reach.note
     runtime = Runtime.create("cpu", max_memory="4G")
     memory = engine.measure_memory(Model(tight, "tight", scale=1), runtime)
-    runtime.budget = int(3 * memory.bytes_for(160, 160))  # a backward at 128 px fits, at 256 px it does not
+    runtime.budget = int(memory.bytes_for(160, 160))  # a forward at 128 px fits, at 256 px it does not
     tight.sizes.clear()
     measure_context(Model(tight, "tight", scale=1), runtime)
     assert max(tight.sizes) == 128
+
+
+def test_context_probe_is_bounded_in_time(monkeypatch):
+    """A slow non-local network: the probe stops growing once the next size would pass PROBE_SECONDS."""
+    from tessera.engine import probes
+
+    class Slow(_GlobalMix):
+        def forward(self, x):
+            time.sleep(0.02 * (x.shape[-1] / 64) ** 2)
+            return super().forward(x)
+
+    monkeypatch.setattr(probes, "PROBE_SECONDS", 1.5)
+    slow = Slow()
+    started = time.monotonic()
+    reach = engine.measure_reach(Model(slow, "slow", scale=1), Runtime.create("cpu"))
+    assert time.monotonic() - started < 4
+    assert max(slow.sizes) < 512 and not reach.local
+
+
+def test_a_callable_without_gradients_gets_a_forward_only_probe():
+    """pad auto on a plain function under inference mode: measured with forwards, exactly (a 5x5 box blur)."""
+    def blur(x):
+        with torch.inference_mode():
+            return torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+
+    image = (np.random.default_rng(0).random((90, 70, 3)) * 255).astype(np.uint8)
+    done = engine.apply_tiles(blur, image, tile=32, device="cpu")
+    assert done.plan.pad == 2  # a 5x5 box reaches 2 pixels
+    whole = blur(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy()
+    assert np.abs(done.output.astype(np.float32) - np.round(whole * 255)).max() <= 1
 
 
 def test_cpu_auto_precision_stays_fp32_unmeasured_without_native_bf16(monkeypatch, networks):
@@ -326,3 +358,33 @@ def test_pipelined_engine_gives_the_pixels_of_one_batch_at_a_time(networks, phot
         assert [e.done for e in events if e.stage == "tiles"][-1] == done.plan.tiles
     np.testing.assert_array_equal(results[0], results[1])
     assert readers[0] == {"tessera-loader_0"} and readers[1] == {threading.current_thread().name}
+
+
+class _Failing(torch.nn.Module):
+    """Raises ``error`` from its forward once it has seen ``after`` calls (a 1x1 convolution until then)."""
+
+    def __init__(self, error: Exception, after: int = 0):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+        self.error, self.after, self.calls = error, after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > self.after:
+            raise self.error
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("after", [0, 3])  # in the memory probe; in the context probe (after the memory probe)
+def test_out_of_memory_in_a_probe_is_a_resource_error(after):
+    network = _Failing(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), after)
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    with pytest.raises(ResourceError, match="out of memory (measuring|probing)"):
+        apply_tiles(Model(network, "hungry", scale=1), image, device="cpu")
+
+
+def test_a_precision_the_network_cannot_run_in_is_one_line():
+    network = _Failing(RuntimeError("expected m1 and m2 to have the same dtype, but got: float != c10::BFloat16"))
+    model = Model(network, "mixed", scale=1, supports_bfloat16=True)
+    with pytest.raises(OptionError, match="does not run in bf16 on cpu .*use precision fp32"):
+        apply_tiles(model, np.zeros((64, 64, 3), dtype=np.uint8), device="cpu", precision="bf16")

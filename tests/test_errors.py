@@ -22,11 +22,11 @@ def test_look_up_option_carries_the_option_the_value_and_the_choices():
 def test_a_schema_option_error_carries_the_field_the_value_and_what_it_accepts():
     from tessera.options import UpscaleOptions, parse_options
 
-    with pytest.raises(OptionError, match=r"^option blend: Input should be 'crop' or 'feather' \(got 'feathr'\)$"
+    with pytest.raises(OptionError, match=r"^option blend: Input should be 'auto', 'crop' or 'feather' \(got 'feathr'\)$"
                        ) as caught:
         parse_options(UpscaleOptions, {"blend": "feathr"})
     assert (caught.value.option, caught.value.value) == ("blend", "feathr")
-    assert caught.value.expected == "Input should be 'crop' or 'feather'"
+    assert caught.value.expected == "Input should be 'auto', 'crop' or 'feather'"
     with pytest.raises(OptionError, match=r"^unknown option 'colour'$") as caught:
         parse_options(UpscaleOptions, {"colour": "red"})
     assert (caught.value.option, caught.value.value) == ("colour", "red") and "blend" in caught.value.expected

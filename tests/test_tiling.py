@@ -1,4 +1,5 @@
-"""Grid invariants: same-shape windows inside the image, kept parts that cover exactly, weights that sum to one."""
+"""Grid invariants: aligned windows of one size (the last one shorter by less than the alignment) inside the image,
+kept parts that cover exactly, weights that sum to one."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,9 +18,11 @@ def test_crop_spans_partition_the_axis(length, window, pad, align):
     covered = np.zeros(length, dtype=int)
     for span in spans:
         assert 0 <= span.start and span.stop <= length
-        assert span.size == min(window, length)
+        assert span.start % align == 0
         if span.stop != length:
-            assert span.start % align == 0
+            assert span.size == min(window, length)
+        else:  # against the far border: starts at the first aligned origin past length - window
+            assert min(window, length) - align < span.size <= min(window, length)
         # what a window keeps is at least `pad` away from a window border that is not the image border
         assert span.keep_start >= (0 if span.start == 0 else span.start + pad)
         assert span.keep_end <= (length if span.stop == length else span.stop - pad)

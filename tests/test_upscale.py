@@ -64,11 +64,12 @@ def test_network_passes_reach_eight_times(photo_uint8):
     assert np.abs(out.astype(np.float32) / 255 - y).max() <= 1 / 255
 
 
-def test_non_integer_rest_is_finished_with_lanczos(photo_uint8):
+def test_a_rest_after_whole_passes_is_finished_with_lanczos(photo_uint8):
     net = random_compact(num_feat=8, num_conv=2)
     done = upscale(photo_uint8[:20, :20], model=Model(net, "tiny", scale=4), scale=6, device="cpu")
     out, report = done.image, done.report
     assert out.shape == (120, 120, 3)
+    assert [p.scale for p in report.passes] == [4]  # x6 = x4, then Lanczos x1.5 (not a pass over the x4 image)
     assert report.finish == "Lanczos 80x80 -> 120x120"
 
 

@@ -80,8 +80,9 @@ class EngineOptions(Options):
     tile: PositiveAutoInt = Field("auto", description="tile size in input pixels, or auto (largest that fits the budget)")
     tile_pad: AutoInt = Field("auto", description="context around each tile in input pixels, or auto (measured)")
     tile_batch: PositiveAutoInt = Field("auto", description="tiles per batch, or auto")
-    blend: Literal["crop", "feather"] = Field(
-        "crop", description="crop: exact for local networks; feather: also blend the inner overlap")
+    blend: Literal["auto", "crop", "feather"] = Field(
+        "auto", description="crop: exact for local networks; feather: also blend the inner overlap; "
+                            "auto: crop, or feather for networks that are not local")
 
     @field_validator("device")
     @classmethod

@@ -23,6 +23,42 @@ from .models.descriptor import Model
 # spandrel architectures made of convolutions, elementwise operations, nearest upsampling and pixel (un)shuffles
 LOCAL_ARCHITECTURES = frozenset({"ESRGAN", "Compact", "SPAN"})
 
+# Architectures with a path over the whole input: no context makes their tiles exact (tessera feathers them and
+# uses one window where it fits). What the path is, read from their spandrel implementations and confirmed on
+# small random networks (a change in one corner moves the opposite one: bench/architectures.py). PLKSR is left
+# to the probe: its RealPLKSR variant normalises over the whole image, the plain one is local.
+_CHANNEL_ATTENTION = "channel attention over all pixels"
+_POOLED = "channel attention from global average pooling"
+NON_LOCAL_ARCHITECTURES: dict[str, str] = {
+    "ATD": "attention over tokens grouped from the whole image",
+    "AdaCode": "group normalisation over the whole image",
+    "AuraSR": "full attention in its bottleneck",
+    "CRAFT": _CHANNEL_ATTENTION,
+    "DAT": _CHANNEL_ATTENTION,
+    "DCTLSA": "shifted windows that wrap round the image border",
+    "FBCNN": "a quality estimate pooled over the whole image",
+    "FDAT": _CHANNEL_ATTENTION,
+    "FeMaSR": "group normalisation over the whole image",
+    "HAT": _POOLED,
+    "HVICIDNet": _CHANNEL_ATTENTION,
+    "IPT": "spandrel runs it in patches laid out over the whole image",
+    "KBNet": _POOLED,
+    "LaMa": "Fourier convolutions over the whole image",
+    "M3SNet": _POOLED,
+    "MIRNet2": _POOLED,
+    "MMRealSR": "a degradation estimate pooled over the whole image",
+    "MPRNet": _POOLED,
+    "MixDehazeNet": _POOLED,
+    "NAFNet": _POOLED,
+    "OmniSR": "grid attention across the whole image",
+    "RCAN": _POOLED,
+    "RGT": "attention to summaries of the whole image",
+    "RealCUGAN": "squeeze-and-excitation pooled over the whole input",
+    "Restormer": _CHANNEL_ATTENTION,
+    "RetinexFormer": _CHANNEL_ATTENTION,
+    "SeemoRe": "an expert router pooled over the whole image",
+}
+
 # Architecture -> context at which tiled output stays within 1 uint8 level of the untiled network on real
 # photographs, measured with realesrgan-x4plus (the deepest ESRGAN in the catalog); used when a file's receptive
 # field is larger. See bench/real_models.py and bench/results/real_models.json.
@@ -56,6 +92,28 @@ def receptive_radius(model: Model) -> int | None:
     if model.output_resize:
         radius += 1  # a bicubic resize of the output reads up to one input pixel further
     return radius
+
+
+# Attributes of a network module that name the lattice it works on: attention windows it pads its input to,
+# patches, a padder's multiple (SwinIR, HAT, Swin2SR, SRFormer, DITN, OmniSR, GRL, NAFNet, KBNet, DAT...).
+_PERIOD_ATTRIBUTES = ("window_size", "patch_size", "patch_sizes", "pad_size", "padder_size", "split_size")
+
+
+def tile_period(model: Model) -> int:
+    """The multiple every tile origin keeps, so each window sees the lattice the untiled network sees.
+
+    The size requirement's ``multiple_of``, and the window or patch sizes a windowed network pads its input to
+    (read from the module's attributes): a window starting off that lattice would split the attention windows
+    of the untiled call differently and give other pixels everywhere, not only at the borders."""
+    period = max(1, model.size_requirements.multiple_of)
+    if not model.is_module:
+        return period
+    for name in _PERIOD_ATTRIBUTES:
+        value = getattr(model.network, name, None)
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, int) and not isinstance(item, bool) and 1 < item <= 256:
+                period = math.lcm(period, item)
+    return period
 
 
 def auto_context(model: Model) -> int | None:

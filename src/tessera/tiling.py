@@ -6,6 +6,12 @@ than padded, so a window border is either the image border (which the untiled ne
 ``pad`` pixels away from what the window keeps. With ``pad`` at least the network's receptive-field radius the
 merged result therefore equals the untiled one.
 
+Networks that work on a lattice (window attention, patches, pixel unshuffles) see the same lattice in every
+window when window origins are multiples of its period (``align``). The last window then starts at the first
+aligned position past ``L - S`` and is shorter; a size-constrained network's image is read through
+:class:`PaddedSource`, padded once as the untiled call pads it, so every window, the last included, sees the
+pixels and the lattice the untiled network sees.
+
 ``blend="crop"`` gives each output pixel to exactly one window (the overlap is split at its middle);
 ``blend="feather"`` lets neighbouring windows share the inner overlap with raised-cosine weights that sum to one,
 for networks that are not local.
@@ -90,12 +96,17 @@ def _aligned_down(value: int, align: int) -> int:
     return value - value % align
 
 
+def _aligned_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
 def plan_axis(length: int, window: int, pad: int, *, cover: tuple[int, int] | None = None, align: int = 1,
               feather: bool = False) -> list[Span]:
     """Plan windows of one size along an axis of ``length`` so that their kept parts cover ``cover``.
 
-    ``window`` is the window size (core + 2 * pad); window origins are multiples of ``align`` except a window
-    pushed against the far border. Kept parts partition ``cover`` (crop) or overlap with ramps (feather).
+    ``window`` is the window size (core + 2 * pad); every window origin is a multiple of ``align``, so a window
+    pushed against the far border starts at the first aligned position past ``length - window`` and is shorter
+    (by less than ``align``). Kept parts partition ``cover`` (crop) or overlap with ramps (feather).
     """
     a, b = cover if cover is not None else (0, length)
     if not (0 <= a < b <= length):
@@ -105,17 +116,19 @@ def plan_axis(length: int, window: int, pad: int, *, cover: tuple[int, int] | No
     core = window - 2 * pad
     if core < align:
         raise OptionError(f"tile window {window} leaves no room inside a context pad of {pad} px")
+    far = _aligned_up(length - window, align)  # the window against the far border starts here
+
+    def size(s: int) -> int:
+        return min(window, length - s)
 
     def lo(s: int) -> int:  # first pixel a window starting at s computes exactly
         return 0 if s == 0 else s + pad
 
     def hi(s: int) -> int:
-        return length if s + window == length else s + window - pad
+        return length if s + size(s) == length else s + window - pad
 
     first = _aligned_down(min(max(a - pad, 0), length - window), align)
-    last = min(max(b + pad - window, 0), length - window)
-    if last != length - window:
-        last = min(-(-last // align) * align, length - window)
+    last = min(_aligned_up(max(b + pad - window, 0), align), far)
     if last <= first:
         starts = [first]
     else:
@@ -143,7 +156,7 @@ def plan_axis(length: int, window: int, pad: int, *, cover: tuple[int, int] | No
         ramp_out = 0
         if feather and i + 1 < len(starts):
             ramp_out = max(0, keep_end - max(lo(starts[i + 1]), a))
-        spans.append(Span(s, window, keep_start, keep_end, ramp_in, ramp_out))
+        spans.append(Span(s, size(s), keep_start, keep_end, ramp_in, ramp_out))
         keep_start = max(lo(starts[i + 1]), a) if (feather and i + 1 < len(starts)) else keep_end
     return spans
 
@@ -182,26 +195,64 @@ def split_tile(parent: Tile, height: int, width: int, tile: int, pad: int, *, al
     return out
 
 
-def block_axis(length: int, block: int, pad: int) -> list[Span]:
-    """Windows that keep consecutive blocks of ``block`` pixels, each read with ``pad`` context on both sides,
-    clipped at the image border (the last block may be short).
+def block_axis(length: int, block: int, pad: int, *, align: int = 1, extent: int | None = None) -> list[Span]:
+    """Windows that keep consecutive blocks of ``block`` pixels, each read with ``pad`` context on both sides
+    (the start moved back to a multiple of ``align``), clipped at the image border (the last block may be short).
 
     Unlike :func:`plan_axis` the kept parts sit on a fixed lattice (multiples of ``block``), so each one is one
-    tile of a tiled output file, produced in file order; windows at the border are smaller.
+    tile of a tiled output file, produced in file order; windows at the border are smaller. ``extent`` (at least
+    ``length``) is how far a padded source can be read (:class:`PaddedSource`).
     """
+    extent = length if extent is None else extent
     spans = []
     for keep_start in range(0, length, block):
         keep_end = min(keep_start + block, length)
-        start, stop = max(0, keep_start - pad), min(length, keep_end + pad)
+        start, stop = _aligned_down(max(0, keep_start - pad), align), min(extent, keep_end + pad)
         spans.append(Span(start, stop - start, keep_start, keep_end))
     return spans
 
 
-def plan_blocks(height: int, width: int, block: int, pad: int) -> list[Tile]:
+def plan_blocks(height: int, width: int, block: int, pad: int, *, align: int = 1,
+                extent: tuple[int, int] | None = None) -> list[Tile]:
     """A row-major grid of block tiles (see :func:`block_axis`): what a tiled-file canvas is filled with."""
     if block < 1 or pad < 0:
         raise OptionError(f"block must be >= 1 and pad >= 0 (got block={block}, pad={pad})")
-    return [Tile(y, x) for y in block_axis(height, block, pad) for x in block_axis(width, block, pad)]
+    ey, ex = extent if extent is not None else (height, width)
+    return [Tile(y, x) for y in block_axis(height, block, pad, align=align, extent=ey)
+            for x in block_axis(width, block, pad, align=align, extent=ex)]
+
+
+class PaddedSource:
+    """A region reader over ``source`` padded on the right and bottom to ``height`` x ``width``, as spandrel pads
+    an image for a size-constrained network: mirrored (without repeating the edge) as far as the image allows,
+    then the last mirrored pixel repeated.
+
+    The engine plans windows over this extent and keeps only the image's own pixels, so a window touching the
+    far border reads the same padding the untiled call adds to the whole image.
+    """
+
+    def __init__(self, source, height: int, width: int):
+        self.source = source
+        h, w, c = source.shape
+        self.shape = (height, width, c)
+        self.dtype = source.dtype
+        self._rows, self._cols = _padded_index(h, height), _padded_index(w, width)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        rows, cols = self._rows[y0:y1], self._cols[x0:x1]
+        inner = self.source.read(int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+        if rows[-1] == y1 - 1 and cols[-1] == x1 - 1:  # inside the image: the region as the source gives it
+            return inner
+        return inner[np.ix_(rows - rows.min(), cols - cols.min())]
+
+
+def _padded_index(length: int, padded: int) -> np.ndarray:
+    """For each index of an axis padded from ``length`` to ``padded``, the image index it copies."""
+    index = np.arange(padded)
+    mirrored = min(padded - length, length - 1)
+    beyond = index >= length
+    index[beyond] = np.maximum(2 * (length - 1) - index[beyond], length - 1 - mirrored)
+    return index
 
 
 class ArraySource:
@@ -259,11 +310,13 @@ class Canvas:
         self._scale = 1
         self.largest_band = 0  # the most output rows the band held at once: for tests and benchmarks
 
-    def plan(self, height: int, width: int, tile: int, pad: int, *, align: int = 1,
-             feather: bool = False) -> list[Tile]:
-        """Same-shape windows evened out over the image (:func:`plan_grid`); in feather mode also what each row
-        is owed, so finished rows leave the band."""
-        tiles = plan_grid(height, width, tile, pad, align=align, feather=feather)
+    def plan(self, height: int, width: int, tile: int, pad: int, *, align: int = 1, feather: bool = False,
+             extent: tuple[int, int] | None = None) -> list[Tile]:
+        """Same-shape windows evened out over the image (:func:`plan_grid`), read from a source of ``extent``
+        (a :class:`PaddedSource`; default the image itself); in feather mode also what each row is owed, so
+        finished rows leave the band."""
+        ey, ex = extent if extent is not None else (height, width)
+        tiles = plan_grid(ey, ex, tile, pad, align=align, feather=feather, region=(0, height, 0, width))
         if self._feather:
             self._owed = np.zeros(height, dtype=np.int64)
             for t in tiles:

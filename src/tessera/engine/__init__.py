@@ -9,10 +9,11 @@ The engine reads only what a :class:`~tessera.models.descriptor.Model` declares;
 or image decoder.
 """
 from .engine import TilePlan, Tiled, apply_tiles, choose_tile, run_model, tiled_apply
-from .probes import HostPeak, MemoryModel, fits, infer_scale, measure_context, measure_memory
+from .probes import HostPeak, MemoryModel, Reach, fits, infer_scale, measure_context, measure_memory, measure_reach
 from .runtime import Runtime, default_budget, free_memory, is_out_of_memory, resolve_device, resolve_precision, \
     trim_host_heap
 
-__all__ = ["HostPeak", "MemoryModel", "Runtime", "TilePlan", "Tiled", "apply_tiles", "choose_tile", "default_budget",
-           "fits", "free_memory", "infer_scale", "is_out_of_memory", "measure_context", "measure_memory",
-           "resolve_device", "resolve_precision", "run_model", "tiled_apply", "trim_host_heap"]
+__all__ = ["HostPeak", "MemoryModel", "Reach", "Runtime", "TilePlan", "Tiled", "apply_tiles", "choose_tile",
+           "default_budget", "fits", "free_memory", "infer_scale", "is_out_of_memory", "measure_context",
+           "measure_memory", "measure_reach", "resolve_device", "resolve_precision", "run_model", "tiled_apply",
+           "trim_host_heap"]

@@ -22,10 +22,11 @@ from ..image.pixels import from_float, to_float
 from ..models.descriptor import Model
 from ..options import format_bytes
 from ..progress import ProgressCallback
-from ..tiling import ArraySource, Canvas, Tile, split_tile
+from ..receptive import tile_period
+from ..tiling import ArraySource, Canvas, PaddedSource, Tile, split_tile
 from .pipeline import Launched, Streams, in_flight_bytes, launch, loader, stage_batch, tuned_for_same_shapes
-from .probes import MemoryModel, infer_scale, measure_context, measure_memory
-from .runtime import Runtime, free_memory, is_out_of_memory
+from .probes import MemoryModel, infer_scale, measure_memory, measure_reach
+from .runtime import Runtime, free_memory, is_out_of_memory, precision_failure
 
 # On the CPU a window's cost per pixel grows once its feature maps fall out of the cache, and then levels off:
 # for realesr-animevideov3 (channels-last, 2 cores) ~1.0x up to ~290 px, 1.3x at 384 px, ~1.4x from 576 px
@@ -37,33 +38,45 @@ _MIN_TILE = 16
 _MAX_BATCH = 16
 
 
-def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: int) -> tuple[int, int]:
+def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: int, *,
+                local: bool = True) -> tuple[int, int]:
     """The tile (core size, input pixels) and batch for an image, from the measured memory model.
 
-    On a GPU: the largest tile whose window fits the budget (with what the pipeline keeps in flight), evened out
-    over the image, then as many tiles per batch as fit. On the CPU: of the tiles that fit, the one with the
-    least estimated cost (:func:`_cpu_cost`), one per batch.
+    On a GPU, and for a network that is not ``local`` (fewest seams: one window where it fits): the largest
+    tile whose window fits the budget (with what the pipeline keeps in flight), evened out over the image, then
+    as many tiles per batch as fit. On the CPU: of the tiles that fit, the one with the least estimated cost
+    (:func:`_cpu_cost`), one per batch.
     """
     memory = measure_memory(model, runtime)
-    align = model.size_requirements.multiple_of
-    window = int(math.isqrt(_pixels_that_fit(memory, model, runtime)))
-    window -= window % align
+    align = tile_period(model)
+    window = largest_window(model, runtime)
     largest = window - 2 * pad
     if largest < max(_MIN_TILE, align):
+        smallest = -(-(max(_MIN_TILE, align) + 2 * pad) // align) * align
+        lattice = f" (windows on its {align}px lattice)" if align > 1 else ""
         raise ResourceError(
             f"memory budget {format_bytes(runtime.budget)} is too small for {model.name}: a "
-            f"{_MIN_TILE}px tile with {pad}px context needs "
-            f"{format_bytes(memory.bytes_for(_MIN_TILE + 2 * pad, _MIN_TILE + 2 * pad))}")
+            f"{max(_MIN_TILE, align)}px tile with {pad}px context{lattice} needs "
+            f"{format_bytes(memory.bytes_for(smallest, smallest))}")
     longest = max(height, width)
     fewest = math.ceil(longest / largest)
     tile = _evened(longest, fewest, align)
-    if runtime.device.type == "cpu":  # every tile count from the fewest to the smallest tiles: cheap arithmetic
+    if runtime.device.type == "cpu" and local:  # every tile count from the fewest to the smallest tiles: cheap arithmetic
         counts = range(fewest, max(fewest, longest // max(_MIN_TILE, align)) + 1)
         tiles = {_evened(longest, count, align) for count in counts}
         return min(tiles, key=lambda t: _cpu_cost(t, pad, height, width)), 1
+    if runtime.device.type == "cpu":
+        return tile, 1
     side = min(tile + 2 * pad, height) * min(tile + 2 * pad, width)
     batch = max(1, min(_MAX_BATCH, _pixels_that_fit(memory, model, runtime) // max(side, 1)))
     return tile, batch
+
+
+def largest_window(model: Model, runtime: Runtime) -> int:
+    """The side of the largest square window (on the network's lattice) one forward can take in the budget."""
+    align = tile_period(model)
+    window = int(math.isqrt(_pixels_that_fit(measure_memory(model, runtime), model, runtime)))
+    return window - window % align
 
 
 def _evened(longest: int, count: int, align: int) -> int:
@@ -124,6 +137,9 @@ def run_model(model: Model, images: Sequence[np.ndarray], runtime: Runtime, *,
                 out = launch(model, stack, runtime, streams, mask_stack).collect()
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_out_of_memory(exc):
+                    failure = precision_failure(exc, model, runtime)
+                    if failure is not None:
+                        raise failure from None
                     raise
                 out = None  # handled below, once the exception (and the frames it holds) is gone
             if out is None:
@@ -162,10 +178,13 @@ class TilePlan:
     precision: str
     scale: int
     backoffs: list[str] = field(default_factory=list)
+    align: int = 1  # every window origin is a multiple of this (the network's lattice, see tile_period)
+    note: str | None = None  # what a user should know about the result (a non-local network's tiles)
 
     def describe(self) -> str:
-        return (f"{self.tiles} tile(s) of {self.tile}px + {self.pad}px context, batch {self.batch}, "
+        text = (f"{self.tiles} tile(s) of {self.tile}px + {self.pad}px context, batch {self.batch}, "
                 f"{self.blend} blend, {self.device} {self.precision}")
+        return text if self.note is None else f"{text}; note: {self.note}"
 
 
 def _as_image(image: Any) -> tuple[Any, str]:
@@ -206,7 +225,7 @@ def tiled_apply(model: Any, image: Any, **options: Any) -> Any:
 
 
 def apply_tiles(model: Any, image: Any, *, tile: int | str = "auto", tile_pad: int | str = "auto",
-                tile_batch: int | str = "auto", blend: str = "crop", device: str | torch.device | None = None,
+                tile_batch: int | str = "auto", blend: str = "auto", device: str | torch.device | None = None,
                 precision: str | None = None, max_memory: int | str | None = None,
                 progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
                 out: Any = None, runtime: Runtime | None = None) -> Tiled:
@@ -217,16 +236,16 @@ def apply_tiles(model: Any, image: Any, *, tile: int | str = "auto", tile_pad: i
     tensor (the result has the same kind and dtype), or a region reader (``shape``, ``dtype``, ``read``: a
     lazy TIFF reader reads only each window). ``tile``/``tile_pad``/``tile_batch``: ints or "auto" (largest tile
     that fits the budget; measured receptive field; as many as fit), the names of the option schema.
-    ``blend``: "crop" (exact for local networks) or "feather" (also a raised-cosine blend over the inner
-    overlap). ``out``: where the result goes: None (a new array), a preallocated array (e.g. a memory map), or
+    ``blend``: "crop" (exact for local networks), "feather" (also a raised-cosine blend over the inner
+    overlap) or "auto" (crop for local networks, feather for the others, see :func:`measure_reach`). ``out``: where the result goes: None (a new array), a preallocated array (e.g. a memory map), or
     a canvas (``plan`` and ``consume``, such as :class:`tessera.image.regions.TiffCanvas`, which writes a
     tiled BigTIFF tile by tile: then nothing of image size is held).
     """
     from ..models.loader import as_model
 
     model = as_model(model)
-    if blend not in ("crop", "feather"):
-        raise OptionError(f"unknown blend {blend!r} (choose from crop, feather)")
+    if blend not in ("auto", "crop", "feather"):
+        raise OptionError(f"unknown blend {blend!r} (choose from auto, crop, feather)")
     if runtime is None:
         runtime = Runtime.create(device, precision, max_memory, model=model, progress=progress, cancel=cancel)
     source, kind = _as_image(image)
@@ -239,11 +258,16 @@ def apply_tiles(model: Any, image: Any, *, tile: int | str = "auto", tile_pad: i
     height, width, channels = source.shape
     if channels != model.input_channels:
         raise OptionError(f"model {model.name} takes {model.input_channels} channels, the image has {channels}")
-    context = measure_context(model, runtime) if tile_pad == "auto" else int(tile_pad)
+    reach = measure_reach(model, runtime)
+    context = reach.pad if tile_pad == "auto" else int(tile_pad)
     if context < 0:
         raise OptionError(f"tile pad must be >= 0, got {tile_pad}")
+    if not reach.local and tile_pad == "auto":  # a practical pad: at most a quarter of the largest window
+        context = min(context, largest_window(model, runtime) // 4)
+    if blend == "auto":  # feather where no pad is exact, unless the canvas writes block by block
+        blend = "crop" if reach.local or callable(getattr(out, "consume", None)) else "feather"
     if tile == "auto":
-        core, auto_batch = choose_tile(model, runtime, height, width, context)
+        core, auto_batch = choose_tile(model, runtime, height, width, context, local=reach.local)
     else:
         core, auto_batch = int(tile), 1
         if core < 1:
@@ -253,10 +277,18 @@ def apply_tiles(model: Any, image: Any, *, tile: int | str = "auto", tile_pad: i
         raise OptionError(f"tile batch must be >= 1 or 'auto', got {tile_batch}")
     scale = model.scale
     canvas = _canvas(out, (height * scale, width * scale, model.output_channels), source.dtype, blend)
-    align = model.size_requirements.multiple_of
-    planned = canvas.plan(height, width, core, context, align=align, feather=blend == "feather")
+    align = tile_period(model)
+    pad_w, pad_h = model.size_requirements.get_padding(width, height)
+    extent = (height + pad_h, width + pad_w)
+    if pad_w or pad_h:  # padded once as the untiled call pads it: border windows read the same pixels
+        source = PaddedSource(source, *extent)
+    planned = canvas.plan(height, width, core, context, align=align, feather=blend == "feather", extent=extent)
     tiles = [t.with_weights(scale) for t in planned]
-    info = TilePlan(core, context, size, len(tiles), blend, str(runtime.device), runtime.precision, scale)
+    info = TilePlan(core, context, size, len(tiles), blend, str(runtime.device), runtime.precision, scale,
+                    align=align)
+    if not reach.local and len(tiles) > 1:
+        info.note = (f"{model.name} is not local ({reach.note}): its {len(tiles)} tiles are blended and differ "
+                     f"slightly from one untiled run; more memory (max_memory) means fewer tiles")
     output = canvas.consume(_run_tiles(model, source, tiles, runtime, info, size), scale)
     return Tiled(output, info)
 
@@ -311,6 +343,9 @@ def _run_tiles(model: Model, source: Any, tiles: list[Tile], runtime: Runtime, i
                 launched = launch(model, host, runtime, streams)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_out_of_memory(exc):
+                    failure = precision_failure(exc, model, runtime)
+                    if failure is not None:
+                        raise failure from None
                     raise
                 launched = None  # handled below, once the exception (and the frames it holds) is gone
             del host
@@ -358,7 +393,7 @@ def _back_off(model: Model, pending: list[Tile], failed: list[Tile], runtime: Ru
         info.batch = max(1, info.batch // 2)
         info.backoffs.append(f"batch -> {info.batch}")
         return pending
-    align = model.size_requirements.multiple_of
+    align = info.align
     smaller = max(align, (info.tile // 2) // align * align)
     if smaller < _MIN_TILE or smaller >= info.tile:
         raise ResourceError(

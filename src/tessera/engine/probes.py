@@ -5,6 +5,7 @@ Each is cached per network (not per :class:`Model` wrapper), so wrapping the sam
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -16,9 +17,9 @@ from typing import Any
 import torch
 
 from ..errors import OptionError
-from ..models.descriptor import Model
-from ..receptive import auto_context
-from .runtime import Runtime, trim_host_heap
+from ..models.descriptor import PRECISION_DTYPES, Model
+from ..receptive import auto_context, tile_period
+from .runtime import Runtime, default_budget, probe_errors, trim_host_heap
 
 
 class HostPeak:
@@ -99,7 +100,7 @@ class MemoryModel:
 # Measurements are cached per network (not per Model wrapper), so wrapping the same module again, as
 # ``tiled_apply(module, ...)`` does on every call, measures nothing twice.
 _memory_cache: "weakref.WeakKeyDictionary[Any, dict[tuple[str, str, int], MemoryModel]]" = weakref.WeakKeyDictionary()
-_context_cache: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+_context_cache: "weakref.WeakKeyDictionary[Any, Reach]" = weakref.WeakKeyDictionary()
 
 
 def _cache_key(model: Model) -> Any:
@@ -139,7 +140,7 @@ def measure_memory(model: Model, runtime: Runtime) -> MemoryModel:
     small = valid_size(model, 64)
     large = valid_size(model, 2 * small)
     readings = []
-    with torch.inference_mode():
+    with torch.inference_mode(), probe_errors(model, runtime, "measuring the memory of a forward"):
         for size in (small, small, large):  # the first run warms up allocators and kernels
             x, mask = probe_input(model, size, runtime)
             readings.append((size * size, _peak_bytes_of(lambda x=x, mask=mask: model(x, mask), runtime.device)))
@@ -157,81 +158,166 @@ def fits(model: Model, height: int, width: int, runtime: Runtime, batch: int = 1
     return measure_memory(model, runtime).bytes_for(height, width, batch) <= runtime.budget
 
 
-def measure_context(model: Model, runtime: Runtime | None = None, *, largest_probe: int = 512) -> int:
-    """The context (input pixels) a tile needs on each side for the network to give the untiled result.
+@dataclass(frozen=True)
+class Reach:
+    """How far a network looks: the context ``pad`` a tile needs on each side, and whether that makes tiles
+    exact (``local``). A network that is not local (``note`` says why) gets the pad past which the centre of a
+    probe changes by less than half a uint8 level: tiles are then feathered, and one window used where it fits."""
 
-    Known without measuring where it can be (:func:`tessera.receptive.auto_context`): declared by the model or
-    its catalog entry, or counted for convolution-only architectures. Otherwise measured once per model from the
-    gradient of a centre output block with respect to a random input: for a local network it is exactly zero
-    beyond the receptive field, whose radius is returned (plus one pixel). Probes grow while the influence reaches
-    their border, up to ``largest_probe`` px and only while a backward pass fits the memory budget (taken as
-    three forward peaks); then the network is not local in practice (FFT, attention) and the radius holding all
-    but 1e-4 of the influence is returned, and feathering is advised.
+    pad: int
+    local: bool = True
+    note: str | None = None
+
+
+def measure_context(model: Model, runtime: Runtime | None = None, *, largest_probe: int = 512) -> int:
+    """The context (input pixels) a tile needs on each side: :func:`measure_reach`'s ``pad``."""
+    return measure_reach(model, runtime, largest_probe=largest_probe).pad
+
+
+def measure_reach(model: Model, runtime: Runtime | None = None, *, largest_probe: int = 512) -> Reach:
+    """The context a tile needs and whether the network is local, known or measured once per network.
+
+    Known without measuring where it can be: declared by the model or its catalog entry (``context``,
+    ``local``), declared for the architecture (:data:`tessera.receptive.NON_LOCAL_ARCHITECTURES`), or counted
+    for convolution-only architectures (:func:`tessera.receptive.auto_context`). Otherwise measured with
+    forwards only (any callable, no gradients): the centre of a random probe is compared with the same probe
+    whose pixels beyond a radius are replaced. If nothing beyond the probe's border reaches the centre, the
+    smallest such radius is the pad, exactly (a tile with one pixel less differs); else the probe grows (to ``largest_probe`` px, while
+    a forward fits the memory budget and the probe's time stays under :data:`PROBE_SECONDS`), and past that
+    the network is not local in practice: the radius beyond which the centre moves by under half a level.
     """
+    from ..receptive import NON_LOCAL_ARCHITECTURES
+
+    key = _cache_key(model)
     if model.context is not None:
-        return model.context
-    if _cache_key(model) in _context_cache:
-        return _context_cache[_cache_key(model)]
+        return Reach(model.context, model.local is not False,
+                     None if model.local is not False else NON_LOCAL_ARCHITECTURES.get(model.architecture))
+    if key in _context_cache:
+        return _context_cache[key]
     known = auto_context(model)
     if known is not None:
-        _context_cache[_cache_key(model)] = known
-        return known
-    device = runtime.device if runtime else model.device
-    dtype = model.dtype  # the network's own (after the runtime prepared it): probes must match its weights
+        reach = Reach(known)
+    else:
+        reach = _probe_reach(model, runtime, largest_probe)
+        why = NON_LOCAL_ARCHITECTURES.get(model.architecture) if model.local is not True else None
+        if why is not None or model.local is False:
+            reach = Reach(reach.pad, False, why or reach.note or "declared not local")
+    _context_cache[key] = reach
+    return reach
+
+
+PROBE_SECONDS = 30.0  # a context probe stops growing once its next size would take longer than this
+_PRACTICAL_LEVELS = 0.5  # a non-local network's pad keeps the centre of the probe within this many uint8 levels
+
+
+def _probe_reach(model: Model, runtime: Runtime | None, largest_probe: int) -> Reach:
+    """Measure the reach of ``model`` with forward probes (see :func:`measure_reach`)."""
+    if runtime is None:  # the model where it is, in its own dtype, with the device's default budget
+        precision = next((p for p, d in PRECISION_DTYPES.items() if d == model.dtype), "fp32")
+        runtime = Runtime(model.device, precision, default_budget(model.device))
+    memory = measure_memory(model, runtime)
+    smallest = valid_size(model, 4 * tile_period(model))  # room for a block of the lattice and its surroundings
+    size = max(valid_size(model, 64), smallest)
+    while size > smallest and memory.bytes_for(size, size) > runtime.budget:
+        size = max(valid_size(model, size // 2), smallest)
+    started = time.monotonic()
     generator = torch.Generator().manual_seed(0)
-    size = valid_size(model, 64)
-    if runtime is not None:
-        memory = measure_memory(model, runtime)
-        while size > 16 and _GRADIENT_COST * memory.bytes_for(size, size) > runtime.budget:
-            size = valid_size(model, size // 2)
-    radius = None
-    while radius is None:
-        influence = torch.zeros(size, size, dtype=torch.float64)
-        for _ in range(2):  # two random inputs, so no path is dead in both by chance
-            x = torch.rand((1, model.input_channels, size, size), generator=generator).to(device, dtype)
-            x.requires_grad_(True)
-            mask = None
-            if model.takes_mask:
-                mask = torch.zeros((1, 1, size, size), device=device, dtype=dtype)
-                mask[..., : size // 4, : size // 4] = 1
-            with torch.enable_grad():
-                y = model(x, mask, clamp=False)
-                c, s = size // 2, y.shape[-1] // size
-                block = y[..., c * s:(c + 1) * s, c * s:(c + 1) * s]
-                weights = torch.randn(block.shape, generator=generator).to(device, block.dtype)
-                (grad,) = torch.autograd.grad((block * weights).sum(), x)
-            influence += grad.detach().abs().sum(dim=(0, 1)).double().cpu()
-        rows, cols = torch.nonzero(influence > 0, as_tuple=True)
-        if len(rows) == 0:  # the output ignores the input (a constant network): no context needed
-            radius = 0
-            break
-        c = size // 2
-        reach = int(max((rows - c).abs().max(), (cols - c).abs().max()))
-        if reach < c - 1:
-            radius = reach + 1
-        elif size * 2 <= largest_probe and (runtime is None or _GRADIENT_COST * memory.bytes_for(
-                2 * size, 2 * size) <= runtime.budget):
-            size = valid_size(model, size * 2)
+    while True:
+        with probe_errors(model, runtime, f"probing the context at {size}px"):
+            probe = _Probe(model, size, generator)
+            border = probe.border
+            local = probe.change(border) <= probe.exact
+        if local:  # nothing beyond the probe reaches the centre: local, and that radius is the pad, exactly
+            with probe_errors(model, runtime, f"probing the context at {size}px"):
+                return Reach(_smallest_radius(probe.change, border, probe.exact))
+        spent = time.monotonic() - started
+        larger = valid_size(model, size * 2)
+        forwards = 2 + math.ceil(math.log2(larger))  # the next size's own test and its radius search
+        fits = memory.bytes_for(larger, larger) <= runtime.budget
+        if larger > largest_probe or not fits or spent + probe.seconds * 4.5 * forwards > PROBE_SECONDS:
+            levels = _PRACTICAL_LEVELS / 255
+            with probe_errors(model, runtime, f"probing the context at {size}px"):
+                radius = _smallest_radius(probe.cropped, border, levels)
+            return Reach(radius + 1, False, f"its output depends on pixels beyond a {size}px probe")
+        size = larger
+
+
+def _smallest_radius(change: Callable[[int], float], border: int, tolerance: float) -> int:
+    """The smallest radius r <= ``border`` with ``change(r) <= tolerance``, or ``border`` when there is none
+    (the change shrinks as r grows: a binary search)."""
+    if change(border) > tolerance:
+        return border
+    low, high = 0, border  # change(high) <= tolerance holds; find the smallest such radius
+    while low < high:
+        middle = (low + high) // 2
+        if change(middle) <= tolerance:
+            high = middle
         else:
-            radius = _radius_of_mass(influence, 1e-4)
-    _context_cache[_cache_key(model)] = radius
-    return radius
+            low = middle + 1
+    return low
 
 
-_GRADIENT_COST = 3  # a forward with gradients, and its backward, as a multiple of an inference forward's peak
+def _photo_like(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """A random input with the structure of a photograph: smooth regions of different brightness and colour
+    (so a part of it has other statistics than the whole, as in a photo) with fine grain on top."""
+    coarse = torch.rand((*shape[:2], 6, 6), generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=shape[2:], mode="bicubic", align_corners=False)
+    return (smooth + 0.1 * torch.rand(shape, generator=generator) - 0.05).clamp(0, 1)
 
 
-def _radius_of_mass(influence: torch.Tensor, tail: float) -> int:
-    """Smallest Chebyshev radius around the centre holding all but ``tail`` of the total influence."""
-    size = influence.shape[0]
-    c = size // 2
-    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    dist = torch.maximum((ys - c).abs(), (xs - c).abs())
-    total = influence.sum()
-    for r in range(size):
-        if influence[dist <= r].sum() >= total * (1 - tail):
-            return r + 1
-    return c
+class _Probe:
+    """A photo-like ``size`` px input and the output over a centre block: one period of the network's lattice
+    (a windowed network reaches farther from some positions of its window than from others), at least 8 px.
+    :meth:`change` replaces the pixels farther than a radius from the block (Chebyshev) with another input and
+    measures how the block's output moves: exactly zero beyond a local network's reach. :meth:`cropped` runs the
+    network on a window reaching that radius around the block instead, as a tile would: what a non-local
+    network's practical pad is chosen by."""
+
+    def __init__(self, model: Model, size: int, generator: torch.Generator):
+        self.model, self.size = model, size
+        self.period = math.lcm(tile_period(model), model.size_requirements.multiple_of)
+        self.block = -(-8 // self.period) * self.period
+        self.top = max(0, (size - self.block) // 2 // self.period * self.period)
+        self.border = min(self.top, size - self.top - self.block) - 1  # the largest radius inside the probe
+        shape = (1, model.input_channels, size, size)
+        self.x = _photo_like(shape, generator).to(model.device, model.dtype)
+        self.other = _photo_like(shape, generator).to(model.device, model.dtype)
+        self.mask = None
+        if model.takes_mask:
+            self.mask = torch.zeros((1, 1, size, size), device=model.device, dtype=model.dtype)
+            self.mask[..., : size // 4, : size // 4] = 1
+        steps = torch.arange(size)
+        along = torch.maximum(self.top - steps, steps - (self.top + self.block - 1)).clamp(min=0)
+        self.distance = torch.maximum(along[:, None], along[None, :]).to(model.device)
+        # a centre whose inputs did not change comes out bit for bit the same in float32 on the CPU (influence
+        # far out can be 1e-9 and still real); GPU kernels may sum in another order, half precisions round
+        cpu = self.distance.device.type == "cpu"
+        self.exact = (0.0 if cpu else 1e-6) if model.dtype == torch.float32 else 1e-3
+        start = time.monotonic()
+        self.base = self._centre(self.x)
+        self.seconds = time.monotonic() - start
+
+    def _centre(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """The output over the centre block for ``x``, a window of the probe starting at ``offset``."""
+        mask = None if self.mask is None else self.mask[..., offset:offset + x.shape[-2], offset:offset + x.shape[-1]]
+        with torch.inference_mode():
+            y = self.model(x, mask, clamp=False)
+        top, s = self.top - offset, y.shape[-1] // x.shape[-1]
+        return y[..., top * s:(top + self.block) * s, top * s:(top + self.block) * s].float()
+
+    def cropped(self, radius: int) -> float:
+        """Largest difference of the block's output between the whole probe and a window reaching ``radius``
+        pixels around the block (its origin on the network's lattice, its size one the network takes)."""
+        start = max(0, (self.top - radius) // self.period * self.period)
+        side = max(self.top + self.block + radius - start, self.model.size_requirements.minimum)
+        stop = min(self.size, start + -(-side // self.period) * self.period)
+        window = self.x[..., start:stop, start:stop]
+        return float((self._centre(window, start) - self.base).abs().max())
+
+    def change(self, radius: int) -> float:
+        """Largest change of the centre output when every input pixel farther than ``radius`` is replaced."""
+        x = torch.where(self.distance > radius, self.other, self.x)
+        return float((self._centre(x) - self.base).abs().max())
 
 
 def infer_scale(model: Model, runtime: Runtime) -> Model:
@@ -239,7 +325,7 @@ def infer_scale(model: Model, runtime: Runtime) -> Model:
     of a small forward."""
     size = valid_size(model, 16)
     x, mask = probe_input(model, size, runtime)
-    with torch.inference_mode():
+    with torch.inference_mode(), probe_errors(model, runtime, "reading the output scale"):
         y = model(x, mask)
     if y.ndim != 4 or y.shape[-1] % size or y.shape[-2] % size or y.shape[-1] != y.shape[-2]:
         raise OptionError(f"model {model.name} maps {size}x{size} to {tuple(y.shape)}: not an integer scale of NCHW")

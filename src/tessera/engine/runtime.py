@@ -6,6 +6,7 @@ available host memory on the CPU); every tile and batch choice is checked agains
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import functools
@@ -15,11 +16,12 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from ..errors import CancelledError, OptionError
+from ..errors import CancelledError, OptionError, ResourceError
 from ..models.descriptor import PRECISION_DTYPES, Model
 from ..progress import ProgressCallback, ProgressEvent
 
@@ -239,3 +241,37 @@ def trim_host_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def precision_failure(exc: BaseException, model: Model, runtime: Runtime) -> OptionError | None:
+    """The one-line error for a network that fails in the reduced precision it was asked to run in (a float32
+    buffer inside a bf16 network, an operation without a half kernel on this device), or None for other errors."""
+    if runtime.precision == "fp32" or not isinstance(exc, (RuntimeError, TypeError)):
+        return None
+    text = str(exc).strip()
+    if not any(word in text for word in ("dtype", "type", "Half", "BFloat16", "not implemented for")):
+        return None
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return OptionError(f"model {model.name} does not run in {runtime.precision} on {runtime.device} "
+                       f"({first[:160]}); use precision fp32")
+
+
+@contextlib.contextmanager
+def probe_errors(model: Model, runtime: Runtime, what: str) -> Iterator[None]:
+    """Around a measurement's forwards: a precision the network cannot run in becomes an :class:`OptionError`,
+    an out-of-memory a :class:`ResourceError`, both in one line; anything else propagates."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - two kinds translated, the rest re-raised
+        failure = precision_failure(exc, model, runtime)
+        if failure is not None:
+            raise failure from None
+        if not is_out_of_memory(exc):
+            raise
+    else:
+        return
+    free_memory(runtime.device)
+    from ..options import format_bytes
+
+    raise ResourceError(f"out of memory {what} for {model.name} on {runtime.device} (budget "
+                        f"{format_bytes(runtime.budget)}); free memory or lower max_memory")

@@ -254,14 +254,15 @@ class TiffCanvas:
         self.compression = look_up_option(compression, ("zlib", "none"), "TIFF compression")
         self.block = 0
 
-    def plan(self, height: int, width: int, tile: int, pad: int, *, align: int = 1,
-             feather: bool = False) -> list[Tile]:
-        """Blocks of about ``tile`` input pixels, each with ``pad`` context, whose outputs are TIFF tiles."""
+    def plan(self, height: int, width: int, tile: int, pad: int, *, align: int = 1, feather: bool = False,
+             extent: tuple[int, int] | None = None) -> list[Tile]:
+        """Blocks of about ``tile`` input pixels, each with ``pad`` context (window origins on multiples of
+        ``align``, read from a source of ``extent``), whose outputs are TIFF tiles."""
         if feather:
             raise OptionError("blend feather is not available for a streamed result (written block by block); "
                               "use blend crop")
         self.block = block_side(tile, self.shape[0] // height, align)
-        return plan_blocks(height, width, self.block, pad)
+        return plan_blocks(height, width, self.block, pad, align=align, extent=extent)
 
     def consume(self, results: Iterator[tuple[Tile, np.ndarray]], scale: int) -> Path:
         """Write every block the engine yields; returns the path once the file is complete and in place."""

@@ -51,7 +51,9 @@ class Model:
     ``network`` is a ``torch.nn.Module`` or any callable; ``call_fn(network, image[, mask])`` invokes it (default:
     ``network(image)`` or ``network(image, mask)``). ``context`` is the receptive-field radius in input pixels the
     network needs around a tile to be exact; ``None`` means unknown, and the engine measures it once.
-    ``scale`` 0 means unknown (a bare callable): the engine reads it from a small forward.
+    ``local`` False marks a network whose output depends on the whole input (global pooling, attention over
+    all pixels, Fourier units): no context makes its tiles exact, so they are feathered and one window is used
+    where it fits. ``scale`` 0 means unknown (a bare callable): the engine reads it from a small forward.
     ``face_template`` names the alignment template of a face network ("facexlib" or "gpen").
 
     What the engine and the tasks act on is declared, never guessed from a name: ``takes_mask`` (the network is
@@ -74,6 +76,7 @@ class Model:
     size_requirements: SizeRequirements = field(default_factory=SizeRequirements)
     tiling: ModelTiling = ModelTiling.SUPPORTED
     context: int | None = None
+    local: bool | None = None  # False: the output depends on the whole input (declared or measured); None: unknown
     supports_half: bool = False
     supports_bfloat16: bool = False
     input_range: tuple[float, float] = (0.0, 1.0)

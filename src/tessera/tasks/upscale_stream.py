@@ -5,7 +5,9 @@ The same engine as in memory (:func:`tessera.engine.apply_tiles`), with two othe
 blocks are output TIFF tiles written as soon as they are computed. Memory is one batch of windows, whatever the
 image size. What differs from the in-memory task is declared here: all passes of a multi-pass upscale run per
 block as one chained model (so each block is finished at once), and gray or alpha samples are adapted around the
-RGB network (:func:`adapt_channels`), where the in-memory task handles them on the whole picture.
+RGB network (:func:`adapt_channels`), where the in-memory task handles them on the whole picture. Only scales
+that exact passes reach are streamed: one the in-memory task reaches by a full pass and area averaging of its
+whole output (x3 or x6 with an x4 model) is refused here.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Runtime, apply_tiles, infer_scale, measure_context
+from ..engine import Runtime, apply_tiles, infer_scale, measure_context, measure_reach
 from ..errors import OptionError
 from ..image.regions import TiffCanvas, check_streamed_output, open_regions
 from ..models.classical.lanczos import lanczos_model
@@ -65,15 +67,16 @@ def chain_passes(network: Model, factors: list[int], runtime: Runtime, levels: i
     Between passes the values are clamped and rounded to ``levels`` (255, 65535; None for float images), as the
     in-memory upscale stores each pass in the image's dtype: the streamed result is the same.
     """
-    radius = measure_context(network, runtime)
+    reach = measure_reach(network, runtime)
+    radius = reach.pad
     if len(factors) == 1:
         step = pooled(network, factors[0])
-        return step if step is network else replace(step, context=radius)
+        return step if step is network else replace(step, context=radius, local=reach.local)
     steps = [pooled(network, f) for f in factors]
-    context, reach = 0, 1
+    context, magnified = 0, 1
     for factor in factors:  # each pass's context, in the chain's input pixels
-        context += math.ceil(radius / reach)
-        reach *= factor
+        context += math.ceil(radius / magnified)
+        magnified *= factor
 
     def call(_network: Any, x: Any, mask: Any = None) -> Any:
         for number, step in enumerate(steps):
@@ -83,7 +86,7 @@ def chain_passes(network: Model, factors: list[int], runtime: Runtime, levels: i
         return x
 
     return replace(network, network=network, call_fn=call, scale=math.prod(factors), input_range=(0.0, 1.0),
-                   context=context, name=f"{network.name} ({' then '.join(f'x{f}' for f in factors)})")
+                   context=context, local=reach.local, name=f"{network.name} ({' then '.join(f'x{f}' for f in factors)})")
 
 
 def adapt_channels(model: Model, channels: int, context: int) -> Model:

@@ -84,8 +84,9 @@ _TEXT: dict[str, tuple[str, str]] = {
     "opt.tile_batch": ("Tile batch", "分块批量"),
     "opt.tile_batch.info": ("tiles (or regions, faces) per batch, or auto", "每批处理的分块（或区域、人脸）数，或 auto"),
     "opt.blend": ("Blend", "拼接方式"),
-    "opt.blend.info": ("crop: exact for local networks; feather: also blend the inner overlap",
-                       "crop：对局部网络精确；feather：同时羽化内部重叠区"),
+    "opt.blend.info": ("crop: exact for local networks; feather: also blend the inner overlap; auto: crop, or "
+                       "feather for networks that are not local",
+                       "crop：对局部网络精确；feather：同时羽化内部重叠区；auto：局部网络用 crop，非局部网络用 feather"),
     "opt.model": ("Model", "模型"),
     "opt.model.info": ("a model from the list: the catalog's, and the files of the server's model folders",
                        "从列表中选择模型：模型目录中的模型，以及服务器模型文件夹中的文件"),
