@@ -59,6 +59,22 @@ NON_LOCAL_ARCHITECTURES: dict[str, str] = {
     "SeemoRe": "an expert router pooled over the whole image",
 }
 
+# Modules whose reach depends on the content: DySample moves each output sample by an offset the network
+# predicts, with no bound (MoESR, MoSR, RealPLKSR and FDAT can be built with it).
+_UNBOUNDED_MODULES = {"DySample": "dynamic upsampling: sampling offsets predicted from the content, unbounded"}
+
+
+def non_local_reason(model: Model) -> str | None:
+    """Why no context makes ``model``'s tiles exact (its architecture or one of its modules), or None."""
+    if model.architecture in NON_LOCAL_ARCHITECTURES:
+        return NON_LOCAL_ARCHITECTURES[model.architecture]
+    if model.is_module:
+        for module in model.network.modules():
+            if type(module).__name__ in _UNBOUNDED_MODULES:
+                return _UNBOUNDED_MODULES[type(module).__name__]
+    return None
+
+
 # Architecture -> context at which tiled output stays within 1 uint8 level of the untiled network on real
 # photographs, measured with realesrgan-x4plus (the deepest ESRGAN in the catalog); used when a file's receptive
 # field is larger. See bench/real_models.py and bench/results/real_models.json.
@@ -97,6 +113,8 @@ def receptive_radius(model: Model) -> int | None:
 # Attributes of a network module that name the lattice it works on: attention windows it pads its input to,
 # patches, a padder's multiple (SwinIR, HAT, Swin2SR, SRFormer, DITN, OmniSR, GRL, NAFNet, KBNet, DAT...).
 _PERIOD_ATTRIBUTES = ("window_size", "patch_size", "patch_sizes", "pad_size", "padder_size", "split_size")
+# Architectures that pad to a multiple no attribute names: SCUNet's windows of 8 at 1/8 resolution (it pads to 64)
+_ARCHITECTURE_PERIODS = {"SCUNet": 64}
 
 
 def tile_period(model: Model) -> int:
@@ -105,7 +123,7 @@ def tile_period(model: Model) -> int:
     The size requirement's ``multiple_of``, and the window or patch sizes a windowed network pads its input to
     (read from the module's attributes): a window starting off that lattice would split the attention windows
     of the untiled call differently and give other pixels everywhere, not only at the borders."""
-    period = max(1, model.size_requirements.multiple_of)
+    period = math.lcm(max(1, model.size_requirements.multiple_of), _ARCHITECTURE_PERIODS.get(model.architecture, 1))
     if not model.is_module:
         return period
     for name in _PERIOD_ATTRIBUTES:

@@ -2,6 +2,7 @@
 
 - :mod:`.runtime`: where and how a job runs (device, precision, budget, progress, cancel, out-of-memory helpers);
 - :mod:`.probes`: what is measured once per network (peak memory per pixel, receptive field, output scale);
+- :mod:`.cpu_tiles`: the CPU tile size, timed on a few candidate tiles (cached per network and thread count);
 - :mod:`.engine`: tile and batch choice, batched forwards with back-off, merging into a canvas
   (:func:`tiled_apply` for one image, :func:`run_model` for independent regions).
 

@@ -2,9 +2,10 @@
 
 How a CPU's time per pixel changes with the window size depends on its caches, its core count and the network:
 on one machine 128 px tiles are the fastest, on another 384 px tiles run 2.7x faster than 128 px ones (issue
-#15). No fixed rule holds on every CPU, so :func:`fastest_cpu_tile` measures instead: the time of one forward
-of a window of each candidate size (after a warm-up, the best of two or more), times the number of windows
-that size needs over the image, is the estimated time of the whole grid; the cheapest candidate wins.
+#15). No fixed rule holds on every CPU, so :func:`fastest_cpu_tile` measures instead: the time of one window of
+each candidate size (its forward and the merge of its kept part into a uint8 image; after a warm-up, the best
+of two or more), times the number of windows that size needs over the image, is the estimated time of the
+whole grid; the cheapest candidate wins.
 
 Probing is bounded. Candidates are probed smallest first and:
 
@@ -22,7 +23,8 @@ An image of fewer than :data:`_FEW_TILES` windows of the smallest candidate is n
 the tile, and the fewest windows are taken (or the caller's fallback decides).
 
 Timings are cached per network (weakly, as :mod:`.probes` caches its measurements), device, precision,
-thread count (``torch.get_num_threads()``) and window shape, so other images reuse the windows they share;
+thread count (``torch.get_num_threads()``), window shape and kept part (the context, ``pad``), so other images
+reuse the windows they share;
 decisions are cached per image size, context and candidate list as well, so the same call never runs a forward
 twice. The probes are random windows, not the image: a convolution's time does not depend on the pixels.
 """
@@ -35,10 +37,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import OptionError
+from ..image.pixels import from_float
 from ..models.descriptor import Model
+from ..receptive import tile_period
 from ..tiling import plan_axis
 from .probes import _cache_key
 from .runtime import Runtime
@@ -54,7 +59,8 @@ _MAX_REPEATS = 5  # ... more, up to this, while they add up to less than _MIN_TI
 _MIN_TIMED_S = 0.1
 _CANDIDATE_TARGETS = (128, 256, 384, 512)  # beyond 512 px a tile saves only context margin, and takes seconds
 
-# network -> {(device, precision, threads, channels_last, window height, window width): (best, warm-up seconds)}
+# network -> {(device, precision, threads, channels_last, window height and width, kept rows and columns):
+#             (best, warm-up seconds)}
 _window_cache: "weakref.WeakKeyDictionary[Any, dict[tuple, tuple[float, float]]]" = weakref.WeakKeyDictionary()
 # network -> {(device, precision, threads, height, width, pad, candidates): CpuTileChoice}
 _choice_cache: "weakref.WeakKeyDictionary[Any, dict[tuple, CpuTileChoice]]" = weakref.WeakKeyDictionary()
@@ -156,9 +162,9 @@ def measure_cpu_tiles(model: Model, runtime: Runtime, height: int, width: int, p
     if decision_key in decisions:
         cached = decisions[decision_key]
         return CpuTileChoice(cached.tile, cached.candidates, 0.0, cached.note)
-    align = model.size_requirements.multiple_of
+    align = tile_period(model)
     grids = [_grid(tile, pad, height, width, align) for tile in tiles]
-    choice = _probe(model, runtime, tiles, grids, threads, budget_s)
+    choice = _probe(model, runtime, tiles, grids, threads, budget_s, height, width, pad)
     decisions[decision_key] = choice
     return choice
 
@@ -175,7 +181,7 @@ def _grid(tile: int, pad: int, height: int, width: int, align: int) -> tuple[tup
 
 
 def _probe(model: Model, runtime: Runtime, tiles: list[int], grids: list[tuple[tuple[int, int], int, float]],
-           threads: int, budget_s: float) -> CpuTileChoice:
+           threads: int, budget_s: float, height: int, width: int, pad: int) -> CpuTileChoice:
     """Time the windows smallest first, within the bounds; the fewest windows when probing cannot pay."""
     fewest = min(range(len(tiles)), key=lambda i: (grids[i][1], tiles[i]))
     if len(tiles) == 1 or grids[0][1] < _FEW_TILES:
@@ -188,7 +194,8 @@ def _probe(model: Model, runtime: Runtime, tiles: list[int], grids: list[tuple[t
     spent, note = 0.0, ""
     last_pixels = last_forward = last_warm_up = 0.0
     for i, ((win_h, win_w), _count, load) in enumerate(grids):
-        key = (str(runtime.device), runtime.precision, threads, bool(model.channels_last), win_h, win_w)
+        kept = (win_h - 2 * pad if win_h < height else height, win_w - 2 * pad if win_w < width else width)
+        key = (str(runtime.device), runtime.precision, threads, bool(model.channels_last), win_h, win_w, kept)
         if key not in timings:
             if last_pixels:
                 ratio = win_h * win_w / last_pixels
@@ -201,7 +208,7 @@ def _probe(model: Model, runtime: Runtime, tiles: list[int], grids: list[tuple[t
                             f"after {spent:.1f} s (limit {limit:.1f} s)")
                     break
             started = time.perf_counter()
-            timings[key] = _time_window(model, runtime, win_h, win_w)
+            timings[key] = _time_window(model, runtime, win_h, win_w, kept)
             spent += time.perf_counter() - started
         best, warm_up = timings[key]
         seconds[i] = best
@@ -219,9 +226,13 @@ def _probe(model: Model, runtime: Runtime, tiles: list[int], grids: list[tuple[t
     return CpuTileChoice(best_cost.tile, costs, spent, note)
 
 
-def _time_window(model: Model, runtime: Runtime, height: int, width: int) -> tuple[float, float]:
-    """Seconds of one forward of a ``height`` x ``width`` window on the runtime's device, and of its warm-up
-    (the first call at a shape chooses its kernels): the best of :data:`_REPEATS` timed forwards, more (up to
+def _time_window(model: Model, runtime: Runtime, height: int, width: int,
+                 kept: tuple[int, int] | None = None) -> tuple[float, float]:
+    """Seconds of one window on the runtime's device, and of its warm-up (the first call at a shape chooses its
+    kernels): a forward of a ``height`` x ``width`` window, then the merge of its kept part (``kept``: rows and
+    columns of input pixels, centred; default all) as the engine merges it: the output read as HxWxC and
+    converted to uint8 (:func:`tessera.image.pixels.from_float`), a host cost that grows with the window on
+    the CPU (the kept part is read out of a larger output). The best of :data:`_REPEATS` timed forwards, more (up to
     :data:`_MAX_REPEATS`) while together under :data:`_MIN_TIMED_S`, one only after a warm-up slower than
     :data:`_ONE_TIMING_S`, and none after one slower than :data:`_SLOW_FORWARD_S` (its own setup is then a small
     part of it)."""
@@ -238,19 +249,27 @@ def _time_window(model: Model, runtime: Runtime, height: int, width: int) -> tup
         mask = mask.to(runtime.device, runtime.dtype)
     timings: list[float] = []
     with torch.inference_mode():
-        warm_up = _forward_seconds(model, runtime, x, mask)
+        warm_up = _forward_seconds(model, runtime, x, mask, kept)
         if warm_up > _SLOW_FORWARD_S:
             return warm_up, warm_up
         least = 1 if warm_up > _ONE_TIMING_S else _REPEATS
         while len(timings) < least or (len(timings) < _MAX_REPEATS and sum(timings) < _MIN_TIMED_S):
-            timings.append(_forward_seconds(model, runtime, x, mask))
+            timings.append(_forward_seconds(model, runtime, x, mask, kept))
     return min(timings), warm_up
 
 
-def _forward_seconds(model: Model, runtime: Runtime, x: torch.Tensor, mask: torch.Tensor | None) -> float:
+def _forward_seconds(model: Model, runtime: Runtime, x: torch.Tensor, mask: torch.Tensor | None,
+                     kept: tuple[int, int] | None = None) -> float:
+    """Seconds of one forward of ``x`` and the uint8 conversion of its output's centred ``kept`` part."""
     start = time.perf_counter()
-    model(x, mask)
+    y = model(x, mask)
     _synchronize(runtime.device)
+    if kept is not None and y.ndim == 4:
+        scale = max(1, y.shape[-1] // x.shape[-1])
+        rows, cols = (min(k, n) * scale for k, n in zip(kept, x.shape[-2:]))
+        top, left = (y.shape[-2] - rows) // 2, (y.shape[-1] - cols) // 2
+        output = y.float().cpu().permute(0, 2, 3, 1).numpy()
+        from_float(output[0, top:top + rows, left:left + cols], np.uint8)
     return time.perf_counter() - start
 
 

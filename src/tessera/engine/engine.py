@@ -24,6 +24,7 @@ from ..options import format_bytes
 from ..progress import ProgressCallback
 from ..receptive import tile_period
 from ..tiling import ArraySource, Canvas, PaddedSource, Tile, split_tile
+from .cpu_tiles import cpu_candidates, fastest_cpu_tile
 from .pipeline import Launched, Streams, in_flight_bytes, launch, loader, stage_batch, tuned_for_same_shapes
 from .probes import MemoryModel, infer_scale, measure_memory, measure_reach
 from .runtime import Runtime, free_memory, is_out_of_memory, precision_failure
@@ -44,8 +45,9 @@ def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: in
 
     On a GPU, and for a network that is not ``local`` (fewest seams: one window where it fits): the largest
     tile whose window fits the budget (with what the pipeline keeps in flight), evened out over the image, then
-    as many tiles per batch as fit. On the CPU: of the tiles that fit, the one with the least estimated cost
-    (:func:`_cpu_cost`), one per batch.
+    as many tiles per batch as fit. On the CPU: of a few candidate tiles that fit, the fastest, timed on this
+    machine (:func:`tessera.engine.cpu_tiles.fastest_cpu_tile`; the cost model :func:`_cpu_cost` decides where
+    timing is not worth it), one per batch.
     """
     memory = measure_memory(model, runtime)
     align = tile_period(model)
@@ -61,10 +63,12 @@ def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: in
     longest = max(height, width)
     fewest = math.ceil(longest / largest)
     tile = _evened(longest, fewest, align)
-    if runtime.device.type == "cpu" and local:  # every tile count from the fewest to the smallest tiles: cheap arithmetic
-        counts = range(fewest, max(fewest, longest // max(_MIN_TILE, align)) + 1)
-        tiles = {_evened(longest, count, align) for count in counts}
-        return min(tiles, key=lambda t: _cpu_cost(t, pad, height, width)), 1
+    if runtime.device.type == "cpu" and local:  # measured on a few candidates; the cost model where not
+        def estimated(candidates: list[int]) -> int:
+            return min(candidates, key=lambda t: _cpu_cost(t, pad, height, width))
+
+        candidates = cpu_candidates(longest, tile, align)
+        return fastest_cpu_tile(model, runtime, height, width, pad, candidates, fallback=estimated), 1
     if runtime.device.type == "cpu":
         return tile, 1
     side = min(tile + 2 * pad, height) * min(tile + 2 * pad, width)

@@ -178,7 +178,7 @@ def measure_reach(model: Model, runtime: Runtime | None = None, *, largest_probe
     """The context a tile needs and whether the network is local, known or measured once per network.
 
     Known without measuring where it can be: declared by the model or its catalog entry (``context``,
-    ``local``), declared for the architecture (:data:`tessera.receptive.NON_LOCAL_ARCHITECTURES`), or counted
+    ``local``), declared for the architecture or a module (:func:`tessera.receptive.non_local_reason`), or counted
     for convolution-only architectures (:func:`tessera.receptive.auto_context`). Otherwise measured with
     forwards only (any callable, no gradients): the centre of a random probe is compared with the same probe
     whose pixels beyond a radius are replaced. If nothing beyond the probe's border reaches the centre, the
@@ -186,12 +186,12 @@ def measure_reach(model: Model, runtime: Runtime | None = None, *, largest_probe
     a forward fits the memory budget and the probe's time stays under :data:`PROBE_SECONDS`), and past that
     the network is not local in practice: the radius beyond which the centre moves by under half a level.
     """
-    from ..receptive import NON_LOCAL_ARCHITECTURES
+    from ..receptive import non_local_reason
 
     key = _cache_key(model)
     if model.context is not None:
         return Reach(model.context, model.local is not False,
-                     None if model.local is not False else NON_LOCAL_ARCHITECTURES.get(model.architecture))
+                     None if model.local is not False else non_local_reason(model))
     if key in _context_cache:
         return _context_cache[key]
     known = auto_context(model)
@@ -199,7 +199,7 @@ def measure_reach(model: Model, runtime: Runtime | None = None, *, largest_probe
         reach = Reach(known)
     else:
         reach = _probe_reach(model, runtime, largest_probe)
-        why = NON_LOCAL_ARCHITECTURES.get(model.architecture) if model.local is not True else None
+        why = non_local_reason(model) if model.local is not True else None
         if why is not None or model.local is False:
             reach = Reach(reach.pad, False, why or reach.note or "declared not local")
     _context_cache[key] = reach
