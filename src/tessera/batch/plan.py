@@ -12,7 +12,7 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ImageReadError, InputError, look_up_option
+from ..errors import InputError, look_up_option
 
 FORMATS = ("same", "png", "jpg", "webp", "tif")
 
@@ -119,16 +119,12 @@ def plan_jobs(input_dir: str | Path, output_dir: str | Path, *, masks: str | Pat
 
 
 def is_complete(path: Path) -> bool:
-    """Whether ``path`` is an image whose header decodes (outputs are atomic: present means finished)."""
-    from ..image.read import read_image_size
+    """Whether ``path`` is an image whose data is all there, not only its header (outputs are written
+    atomically, yet a copy or a full disk elsewhere can cut a file short): :func:`tessera.image.complete.
+    is_whole_image`."""
+    from ..image.complete import is_whole_image
 
-    if not path.is_file():
-        return False
-    try:
-        width, height = read_image_size(path)
-    except ImageReadError:
-        return False
-    return width > 0 and height > 0
+    return path.is_file() and is_whole_image(path)
 
 
 def finished_output(job: Job) -> Path | None:
