@@ -22,11 +22,11 @@ from ..image.pixels import from_float, to_float
 from ..models.descriptor import Model
 from ..options import format_bytes
 from ..progress import ProgressCallback
-from ..receptive import tile_period
+from ..receptive import non_local_reason, tile_period
 from ..tiling import ArraySource, Canvas, PaddedSource, Tile, split_tile
 from .cpu_tiles import cpu_candidates, fastest_cpu_tile
 from .pipeline import Launched, Streams, in_flight_bytes, launch, loader, stage_batch, tuned_for_same_shapes
-from .probes import MemoryModel, infer_scale, measure_memory, measure_reach
+from .probes import MemoryModel, Reach, infer_scale, known_locality, measure_memory, measure_reach
 from .runtime import Runtime, free_memory, is_out_of_memory, precision_failure
 
 # On the CPU a window's cost per pixel grows once its feature maps fall out of the cache, and then levels off:
@@ -262,16 +262,19 @@ def apply_tiles(model: Any, image: Any, *, tile: int | str = "auto", tile_pad: i
     height, width, channels = source.shape
     if channels != model.input_channels:
         raise OptionError(f"model {model.name} takes {model.input_channels} channels, the image has {channels}")
-    reach = measure_reach(model, runtime)
-    context = reach.pad if tile_pad == "auto" else int(tile_pad)
+    if tile_pad == "auto":
+        reach = measure_reach(model, runtime)
+        local = reach.local
+        context = reach.pad if local else min(reach.pad, largest_window(model, runtime) // 4)  # a practical pad
+    else:  # the caller's pad: nothing is probed
+        context, local = int(tile_pad), known_locality(model)
+        reach = Reach(context, local, None if local else non_local_reason(model))
     if context < 0:
         raise OptionError(f"tile pad must be >= 0, got {tile_pad}")
-    if not reach.local and tile_pad == "auto":  # a practical pad: at most a quarter of the largest window
-        context = min(context, largest_window(model, runtime) // 4)
     if blend == "auto":  # feather where no pad is exact, unless the canvas writes block by block
-        blend = "crop" if reach.local or callable(getattr(out, "consume", None)) else "feather"
+        blend = "crop" if local or callable(getattr(out, "consume", None)) else "feather"
     if tile == "auto":
-        core, auto_batch = choose_tile(model, runtime, height, width, context, local=reach.local)
+        core, auto_batch = choose_tile(model, runtime, height, width, context, local=local)
     else:
         core, auto_batch = int(tile), 1
         if core < 1:
@@ -290,9 +293,9 @@ def apply_tiles(model: Any, image: Any, *, tile: int | str = "auto", tile_pad: i
     tiles = [t.with_weights(scale) for t in planned]
     info = TilePlan(core, context, size, len(tiles), blend, str(runtime.device), runtime.precision, scale,
                     align=align)
-    if not reach.local and len(tiles) > 1:
-        info.note = (f"{model.name} is not local ({reach.note}): its {len(tiles)} tiles are blended and differ "
-                     f"slightly from one untiled run; more memory (max_memory) means fewer tiles")
+    if not local and len(tiles) > 1:
+        info.note = (f"{model.name} is not local ({reach.note or 'measured'}): its {len(tiles)} tiles are "
+                     f"blended and differ from one untiled run; more memory (max_memory) means fewer tiles")
     output = canvas.consume(_run_tiles(model, source, tiles, runtime, info, size), scale)
     return Tiled(output, info)
 

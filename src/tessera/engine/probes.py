@@ -206,6 +206,16 @@ def measure_reach(model: Model, runtime: Runtime | None = None, *, largest_probe
     return reach
 
 
+def known_locality(model: Model) -> bool:
+    """Whether ``model`` is local as far as is known without probing (measured before, declared, or its
+    architecture's): what ``blend="auto"`` goes by when the caller gives the pad, so no probe runs for it."""
+    from ..receptive import non_local_reason
+
+    if _cache_key(model) in _context_cache:
+        return _context_cache[_cache_key(model)].local
+    return model.local is not False and non_local_reason(model) is None
+
+
 PROBE_SECONDS = 30.0  # a context probe stops growing once its next size would take longer than this
 _PRACTICAL_LEVELS = 0.5  # a non-local network's pad keeps the centre of the probe within this many uint8 levels
 
