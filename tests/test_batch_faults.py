@@ -66,7 +66,7 @@ def check(summary, killer: Killer, out: Path) -> None:
 def test_ray_batch_survives_a_killed_actor(tmp_path):
     ray = pytest.importorskip("ray")
     path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         killer = Killer()

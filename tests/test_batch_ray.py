@@ -24,9 +24,11 @@ def compact() -> Model:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A Ray of 2 CPUs on this machine; its workers import tessera from this checkout."""
+    """A Ray of 2 CPUs on this machine, new even where ``ray start`` left a cluster's address file (without
+    ``address="local"``, ``ray.init`` would join that cluster and refuse ``num_cpus``); its workers import
+    tessera from this checkout."""
     path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
