@@ -78,3 +78,15 @@ def test_a_resumed_batch_redoes_damaged_outputs(tmp_path, damage):
     again = run_batch("upscale", tmp_path / "in", tmp_path / "out", model="lanczos", scale=2)
     assert again.counts() == {"done": 1, "skipped": 2, "failed": 0}
     assert load_image(damaged).pixels.shape == (120, 160, 3)
+
+
+@pytest.mark.slow
+def test_batch_enhance_copies_a_photo_without_faces_byte_for_byte(tmp_path):
+    """As the single ``enhance`` does: nothing to change, so no re-encoding (a JPEG keeps its bytes, EXIF and all)."""
+    from skimage import data
+
+    (tmp_path / "in").mkdir()
+    save_image(data.coffee(), tmp_path / "in" / "coffee.jpg", quality=90)
+    summary = run_batch("enhance", tmp_path / "in", tmp_path / "out")
+    assert summary.counts()["done"] == 1
+    assert (tmp_path / "out" / "coffee.jpg").read_bytes() == (tmp_path / "in" / "coffee.jpg").read_bytes()

@@ -187,20 +187,9 @@ def copy_input_unchanged(args: argparse.Namespace) -> Path | None:
     """The input's own bytes as ``args.output`` when both have one format (no re-encoding); None otherwise.
 
     For a command that found nothing to change. Refuses to replace the input unless --overwrite."""
-    from ..errors import OutputError
-    from ..image.atomic import copy_atomically, same_file
-    from ..image.write import IMAGE_SUFFIXES
+    from ..image.write import copy_unchanged
 
-    source, target = Path(args.input), Path(args.output)
-    formats = [IMAGE_SUFFIXES.get(path.suffix.lower()) for path in (source, target)]
-    if formats[0] is None or formats[0] != formats[1]:
-        return None
-    if target.exists() and same_file(source, target):
-        if not args.overwrite:
-            raise OutputError(f"{target}: the output would replace the input (add --overwrite)")
-        return target
-    copy_atomically(source, target)
-    return target
+    return copy_unchanged(args.input, args.output, overwrite_input=args.overwrite)
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, schema: type, title: str,

@@ -26,7 +26,7 @@ from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, WebPImag
 
 from tessera.errors import InputError, OptionError, OutputError, look_up_option
 
-from .atomic import check_writable, same_file, write_atomically
+from .atomic import check_writable, copy_atomically, same_file, write_atomically
 from .exif import (
     append_tiff_sub_ifds,
     descriptive_tiff_tags,
@@ -326,3 +326,20 @@ def _to_opencv_order(channels: np.ndarray) -> np.ndarray:
     if channels.shape[2] == 4:
         return cv2.cvtColor(channels, cv2.COLOR_RGBA2BGRA)
     return channels
+
+
+def copy_unchanged(source: str | os.PathLike[str], target: str | os.PathLike[str], *,
+                   overwrite_input: bool = False) -> Path | None:
+    """``source``'s own bytes as ``target`` when both name one format (no re-encoding, metadata and all), for a
+    job that changed no pixel; None when the formats differ (the caller encodes then). Refuses to replace the
+    input unless ``overwrite_input`` (then there is nothing to write)."""
+    source, target = Path(source), Path(target)
+    formats = [IMAGE_SUFFIXES.get(path.suffix.lower()) for path in (source, target)]
+    if formats[0] is None or formats[0] != formats[1]:
+        return None
+    if target.exists() and same_file(source, target):
+        if not overwrite_input:
+            raise OutputError(f"{target}: the output would replace the input (add --overwrite)")
+        return target
+    copy_atomically(source, target)
+    return target

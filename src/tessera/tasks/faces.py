@@ -145,7 +145,7 @@ def enhance_faces(image: Any, *, model: str | Model | None = None, background: s
         done.manifest = writer.finish() if writer is not None else None
         result = result.with_pixels(canvas)
     timings["total"] = time.perf_counter() - started
-    return Result(deliver(result, kind), done)
+    return Result(deliver(result, kind), done, unchanged=not done.faces and done.scale == (1.0, 1.0))
 
 
 def face_strength(opts: FaceOptions, network: Model) -> float:

@@ -112,7 +112,8 @@ def process_file(task: Task, source: str | Path, output: str | Path, *, mask: st
     which replace their names in ``options``. When the in-memory flow would need more than ``max_ram`` (default:
     :func:`default_max_ram`) and the task and the input allow it, the job streams into ``stream_output``
     (default: ``output`` itself, which must then be a .tif). ``max_pixels``: the decoder's pixel limit for the
-    in-memory flow ("default": :func:`~tessera.image.read.load_image`'s own).
+    in-memory flow ("default": :func:`~tessera.image.read.load_image`'s own). A result the task did not change
+    (``Result.unchanged``: a photo without faces) is the input's own bytes where the formats match.
     """
     source, output = Path(source), Path(output)
     options = dict(options or {})
@@ -125,11 +126,12 @@ def process_file(task: Task, source: str | Path, output: str | Path, *, mask: st
                              model_dir=model_dir, **arguments)
         return FileResult(target, True, result.report)
     from ..image.read import load_image
-    from ..image.write import save_image
+    from ..image.write import copy_unchanged, save_image
 
     limit = {} if max_pixels == "default" else {"max_pixels": max_pixels}
     picture = load_image(source, **limit)
     result: Result = task.run(picture, mask=None if mask is None else str(mask), progress=progress, cancel=cancel,
                               model_dir=model_dir, **arguments)
-    path = save_image(result.image, output, quality=quality, overwrite_input=overwrite_input)
+    copied = copy_unchanged(source, output, overwrite_input=overwrite_input) if result.unchanged else None
+    path = copied or save_image(result.image, output, quality=quality, overwrite_input=overwrite_input)
     return FileResult(path, False, result.report)

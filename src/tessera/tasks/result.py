@@ -15,10 +15,13 @@ ReportT = TypeVar("ReportT")
 @dataclass(frozen=True)
 class Result(Generic[ReportT]):
     """A task's outcome: ``image`` (a :class:`~tessera.image.pixels.Picture` for a path or Picture input, an
-    array for an array input, the written path for a streamed job) and ``report`` (the task's own report type)."""
+    array for an array input, the written path for a streamed job) and ``report`` (the task's own report type).
+    ``unchanged``: the task changed no pixel (a photo without faces), so a file can be copied rather than
+    re-encoded."""
 
     image: Any
     report: ReportT
+    unchanged: bool = False
 
     def __iter__(self) -> Iterator[Any]:
         """``image, report = tessera.upscale(...)`` unpacks a result."""
