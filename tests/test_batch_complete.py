@@ -1,5 +1,6 @@
-"""A resumed batch skips only outputs whose data is all there: truncated or zero-filled files (with a header
-that still decodes) are redone (issue #16, item 1)."""
+"""What a batch leaves in its output folder: a resumed run skips only outputs whose data is all there
+(truncated or zero-filled files whose header still decodes are redone), a photo without faces is copied as it
+is, a TIFF result does not carry the input's shape description (issue #16, items 1 and 7)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -90,3 +91,18 @@ def test_batch_enhance_copies_a_photo_without_faces_byte_for_byte(tmp_path):
     summary = run_batch("enhance", tmp_path / "in", tmp_path / "out")
     assert summary.counts()["done"] == 1
     assert (tmp_path / "out" / "coffee.jpg").read_bytes() == (tmp_path / "in" / "coffee.jpg").read_bytes()
+
+
+def test_a_tiff_result_does_not_keep_the_inputs_shape_description(tmp_path):
+    """tifffile writes the pixel shape into ImageDescription; a result of another size must not carry it, or
+    tifffile reads the output against the input's shape ("shaped series shape does not match", issue #16)."""
+    import tifffile
+
+    from tessera import upscale
+
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, photo(), photometric="rgb")
+    save_image(upscale(str(source), model="lanczos", scale=2).image, tmp_path / "out.tif")
+    with tifffile.TiffFile(tmp_path / "out.tif") as tiff:
+        assert '"shape"' not in tiff.pages.first.description
+        assert tiff.series[0].shape == (120, 160, 3)

@@ -200,9 +200,16 @@ def descriptive_tiff_tags(exif: Image.Exif | None) -> list[tuple[int, str, int, 
     tags = []
     for tag in DESCRIPTIVE_TAGS:
         value = exif.get(tag)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and not (tag == 0x010E and _describes_old_pixels(value)):
             tags.append((tag, "s", 0, value.encode("ascii", "replace"), True))
     return tags
+
+
+def _describes_old_pixels(description: str) -> bool:
+    """An ImageDescription written by software about the pixels themselves (tifffile's JSON shape, ImageJ's
+    header): wrong for a result of another size, and read back by those tools as the layout of the new file."""
+    text = description.lstrip()
+    return (text.startswith("{") and '"shape"' in text) or text.startswith("ImageJ=")
 
 
 def exif_sub_ifds(exif: Image.Exif | None) -> dict[int, dict[int, Any]]:
