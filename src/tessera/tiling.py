@@ -92,6 +92,13 @@ class Tile:
         return Tile(self.y, self.x, self.y.weights(scale), self.x.weights(scale))
 
 
+def evened_tile(longest: int, count: int, align: int) -> int:
+    """The smallest aligned tile that covers ``longest`` pixels in ``count`` tiles (the whole side for one)."""
+    if count <= 1:
+        return longest
+    return min(longest, -(-math.ceil(longest / count) // align) * align)
+
+
 def _aligned_down(value: int, align: int) -> int:
     return value - value % align
 

@@ -44,7 +44,7 @@ from ..errors import OptionError
 from ..image.pixels import from_float
 from ..models.descriptor import Model
 from ..receptive import tile_period
-from ..tiling import plan_axis
+from ..tiling import evened_tile, plan_axis
 from .probes import _cache_key
 from .runtime import Runtime
 
@@ -118,19 +118,12 @@ def cpu_candidates(longest: int, fewest_tile: int, align: int = 1) -> list[int]:
     largest = min(fewest_tile, longest)
     tiles: list[int] = []
     for target in _CANDIDATE_TARGETS:
-        tile = largest if target >= largest else min(largest, _evened(longest, math.ceil(longest / target), align))
+        tile = largest if target >= largest else min(largest, evened_tile(longest, math.ceil(longest / target), align))
         if tile not in tiles:
             tiles.append(tile)
         if tile >= largest:
             break
     return sorted(tiles)
-
-
-def _evened(longest: int, count: int, align: int) -> int:
-    """The smallest aligned tile that covers ``longest`` pixels in ``count`` tiles (the whole side for one)."""
-    if count <= 1:
-        return longest
-    return min(longest, -(-math.ceil(longest / count) // align) * align)
 
 
 def fastest_cpu_tile(model: Model, runtime: Runtime, height: int, width: int, pad: int,

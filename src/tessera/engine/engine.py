@@ -23,7 +23,7 @@ from ..models.descriptor import Model
 from ..options import format_bytes
 from ..progress import ProgressCallback
 from ..receptive import non_local_reason, tile_period
-from ..tiling import ArraySource, Canvas, PaddedSource, Tile, split_tile
+from ..tiling import ArraySource, Canvas, PaddedSource, Tile, evened_tile, split_tile
 from .cpu_tiles import cpu_candidates, fastest_cpu_tile
 from .pipeline import Launched, Streams, in_flight_bytes, launch, loader, stage_batch, tuned_for_same_shapes
 from .probes import MemoryModel, Reach, infer_scale, known_locality, measure_memory, measure_reach
@@ -62,7 +62,7 @@ def choose_tile(model: Model, runtime: Runtime, height: int, width: int, pad: in
             f"{format_bytes(memory.bytes_for(smallest, smallest))}")
     longest = max(height, width)
     fewest = math.ceil(longest / largest)
-    tile = _evened(longest, fewest, align)
+    tile = evened_tile(longest, fewest, align)
     if runtime.device.type == "cpu" and local:  # measured on a few candidates; the cost model where not
         def estimated(candidates: list[int]) -> int:
             return min(candidates, key=lambda t: _cpu_cost(t, pad, height, width))
@@ -81,13 +81,6 @@ def largest_window(model: Model, runtime: Runtime) -> int:
     align = tile_period(model)
     window = int(math.isqrt(_pixels_that_fit(measure_memory(model, runtime), model, runtime)))
     return window - window % align
-
-
-def _evened(longest: int, count: int, align: int) -> int:
-    """The smallest aligned tile that covers ``longest`` pixels in ``count`` tiles (the whole side for one)."""
-    if count <= 1:
-        return longest
-    return min(longest, -(-math.ceil(longest / count) // align) * align)
 
 
 def _cpu_cost(tile: int, pad: int, height: int, width: int) -> float:
@@ -241,7 +234,8 @@ def apply_tiles(model: Any, image: Any, *, tile: int | str = "auto", tile_pad: i
     lazy TIFF reader reads only each window). ``tile``/``tile_pad``/``tile_batch``: ints or "auto" (largest tile
     that fits the budget; measured receptive field; as many as fit), the names of the option schema.
     ``blend``: "crop" (exact for local networks), "feather" (also a raised-cosine blend over the inner
-    overlap) or "auto" (crop for local networks, feather for the others, see :func:`measure_reach`). ``out``: where the result goes: None (a new array), a preallocated array (e.g. a memory map), or
+    overlap) or "auto" (crop for local networks, feather for the others, see :func:`measure_reach`).
+    ``out``: where the result goes: None (a new array), a preallocated array (e.g. a memory map), or
     a canvas (``plan`` and ``consume``, such as :class:`tessera.image.regions.TiffCanvas`, which writes a
     tiled BigTIFF tile by tile: then nothing of image size is held).
     """

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import OptionError
 from ..models.descriptor import PRECISION_DTYPES, Model
-from ..receptive import auto_context, tile_period
+from ..receptive import auto_context, non_local_reason, tile_period
 from .runtime import Runtime, default_budget, probe_errors, trim_host_heap
 
 
@@ -182,12 +182,11 @@ def measure_reach(model: Model, runtime: Runtime | None = None, *, largest_probe
     for convolution-only architectures (:func:`tessera.receptive.auto_context`). Otherwise measured with
     forwards only (any callable, no gradients): the centre of a random probe is compared with the same probe
     whose pixels beyond a radius are replaced. If nothing beyond the probe's border reaches the centre, the
-    smallest such radius is the pad, exactly (a tile with one pixel less differs); else the probe grows (to ``largest_probe`` px, while
-    a forward fits the memory budget and the probe's time stays under :data:`PROBE_SECONDS`), and past that
-    the network is not local in practice: the radius beyond which the centre moves by under half a level.
+    smallest such radius is the pad, exactly (a tile with one pixel less differs); else the probe grows (to
+    ``largest_probe`` px, while a forward fits the memory budget and the probe's time stays under
+    :data:`PROBE_SECONDS`), and past that the network is not local in practice: the radius beyond which the
+    centre moves by under half a level.
     """
-    from ..receptive import non_local_reason
-
     key = _cache_key(model)
     if model.context is not None:
         return Reach(model.context, model.local is not False,
@@ -209,8 +208,6 @@ def measure_reach(model: Model, runtime: Runtime | None = None, *, largest_probe
 def known_locality(model: Model) -> bool:
     """Whether ``model`` is local as far as is known without probing (measured before, declared, or its
     architecture's): what ``blend="auto"`` goes by when the caller gives the pad, so no probe runs for it."""
-    from ..receptive import non_local_reason
-
     if _cache_key(model) in _context_cache:
         return _context_cache[_cache_key(model)].local
     return model.local is not False and non_local_reason(model) is None
@@ -236,19 +233,15 @@ def _probe_reach(model: Model, runtime: Runtime | None, largest_probe: int) -> R
         with probe_errors(model, runtime, f"probing the context at {size}px"):
             probe = _Probe(model, size, generator)
             border = probe.border
-            local = probe.change(border) <= probe.exact
-        if local:  # nothing beyond the probe reaches the centre: local, and that radius is the pad, exactly
-            with probe_errors(model, runtime, f"probing the context at {size}px"):
-                return Reach(_smallest_radius(probe.change, border, probe.exact))
-        spent = time.monotonic() - started
-        larger = valid_size(model, size * 2)
-        forwards = 2 + math.ceil(math.log2(larger))  # the next size's own test and its radius search
-        fits = memory.bytes_for(larger, larger) <= runtime.budget
-        if larger > largest_probe or not fits or spent + probe.seconds * 4.5 * forwards > PROBE_SECONDS:
-            levels = _PRACTICAL_LEVELS / 255
-            with probe_errors(model, runtime, f"probing the context at {size}px"):
-                radius = _smallest_radius(probe.cropped, border, levels)
-            return Reach(radius + 1, False, f"its output depends on pixels beyond a {size}px probe")
+            if probe.change(border) <= probe.exact:  # nothing beyond the probe reaches the centre: local
+                return Reach(_smallest_radius(probe.change, border, probe.exact))  # the pad, exactly
+            spent = time.monotonic() - started
+            larger = valid_size(model, size * 2)
+            forwards = 2 + math.ceil(math.log2(larger))  # the next size's own test and its radius search
+            fits = memory.bytes_for(larger, larger) <= runtime.budget
+            if larger > largest_probe or not fits or spent + probe.seconds * 4.5 * forwards > PROBE_SECONDS:
+                radius = _smallest_radius(probe.cropped, border, _PRACTICAL_LEVELS / 255)
+                return Reach(radius + 1, False, f"its output depends on pixels beyond a {size}px probe")
         size = larger
 
 
