@@ -8,7 +8,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 REPORT_NAME = "tessera-batch.jsonl"
 STATUSES = ("done", "skipped", "failed")
@@ -25,6 +28,7 @@ class Outcome:
     output: str | None = None
     streamed: bool = False
     worker: str | None = None
+    settings: str | None = None  # the digest of the recipe the output was made with (:mod:`.recipe`)
 
     def line(self) -> str:
         """The JSON line: the fields that say something (no nulls, no false flags) and the time it was written."""
@@ -71,6 +75,13 @@ class Report:
         self._file.write(outcome.line() + "\n")
         self._file.flush()
 
+    def add_recipe(self, recipe: Recipe) -> None:
+        """The line that says what a digest on the lines after it stands for."""
+        line = {"settings": recipe.digest, "recipe": recipe.values,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._file.flush()
+
     def add_summary(self, summary: BatchSummary) -> None:
         self._file.write(json.dumps({"summary": summary.counts(), "seconds": round(summary.seconds, 3)}) + "\n")
         self._file.flush()
@@ -79,14 +90,20 @@ class Report:
         self._file.close()
 
 
-def read_report(path: str | Path) -> list[dict[str, Any]]:
-    """The image lines of a report (a line cut short by a killed run is ignored)."""
+def read_lines(path: str | Path) -> list[dict[str, Any]]:
+    """Every line of a report as a mapping (a line cut short by a killed run, or not JSON, is ignored)."""
     lines = []
-    for text in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if "file" in data:
-            lines.append(data)
+    with open(path, encoding="utf-8", errors="replace") as file:
+        for text in file:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict):
+                lines.append(data)
     return lines
+
+
+def read_report(path: str | Path) -> list[dict[str, Any]]:
+    """The image lines of a report."""
+    return [line for line in read_lines(path) if "file" in line]

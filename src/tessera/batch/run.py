@@ -17,7 +17,8 @@ from ..errors import OptionError, look_up_option
 from ..progress import ProgressCallback
 from ..tasks.registry import TASKS
 from .local import run_locally
-from .plan import finished_output, plan_jobs
+from .plan import Job, finished_output, plan_jobs
+from .recipe import Recipe, batch_recipe, changes, recorded_recipes
 from .report import REPORT_NAME, BatchSummary, Outcome, Report
 from .worker import Settings, check_models
 
@@ -28,7 +29,7 @@ def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks
               recursive: bool = False, pattern: str | None = None, format: str = "same",
               workers: int | None = None, ray: str | None = None, max_ram: int | str | None = None,
               quality: int = 95, model_dir: str | None = None, report: str | Path | None = None,
-              redo: bool = False, on_outcome: BatchProgress | None = None,
+              redo: bool = False, skip_existing: bool = False, on_outcome: BatchProgress | None = None,
               progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
               **options: Any) -> BatchSummary:
     """Run ``task`` (a name of :data:`tessera.tasks.registry.TASKS`) on every image of ``input_dir`` into
@@ -38,8 +39,10 @@ def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks
     ``format``: same, png, jpg, webp or tif. ``workers``: local processes (default: one per GPU, else 1 = this
     process). ``ray``: a Ray address (``auto`` for a running cluster) to run on Ray actors instead; an already
     initialised Ray is used as it is. ``max_ram``: bytes (or "8G") one image may take in memory before it is
-    streamed; default half the machine's memory shared among the workers. ``redo``: process images whose output
-    exists. ``on_outcome(outcome, finished, total)`` is called after each image; ``progress`` receives the
+    streamed; default half the machine's memory shared among the workers. ``redo``: process every image again.
+    An output a previous run finished is kept when the report says it was made with the same settings
+    (:mod:`.recipe`: the options that change pixels, the models and their hashes) and made again otherwise;
+    ``skip_existing`` keeps every finished output whatever its settings. ``on_outcome(outcome, finished, total)`` is called after each image; ``progress`` receives the
     per-image events (this process only). Task options (``model``, ``scale``, ``device``...) are validated up
     front.
     """
@@ -61,33 +64,38 @@ def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks
         ram = parse_size(max_ram)
     except ValueError as error:
         raise OptionError(f"option max_ram: {error}") from None
+    if redo and skip_existing:
+        raise OptionError("--redo processes every image again and --skip-existing keeps every output: give one")
     started = time.monotonic()
     out = Path(output_dir)
-    _check_before_work(out, Path(report) if report else None, checked.device if ray is None else "auto")
+    device = checked.device if ray is None else "auto"
+    _check_before_work(out, Path(report) if report else None, device)
     jobs = plan_jobs(input_dir, out, masks=masks, recursive=recursive, pattern=pattern, format=format)
+    folder = str(model_dir) if model_dir else None
+    recipe = batch_recipe(chosen, checked, options, quality=int(quality), model_dir=folder,
+                          device_type=_device_type(device, ray))
     summary = BatchSummary(report=Path(report) if report else out / REPORT_NAME)
+    made_with, recipes = recorded_recipes(summary.report)
     log = Report(summary.report)
+    log.add_recipe(recipe)
     total = len(jobs)
 
     def record(outcome: Outcome) -> None:
+        if outcome.status == "done":
+            outcome.settings = recipe.digest
         summary.outcomes.append(outcome)
         log.add(outcome)
         if on_outcome is not None:
             on_outcome(outcome, len(summary.outcomes), total)
 
     try:
-        pending = []
-        for job in jobs:
-            previous = None if redo else finished_output(job)
-            if previous is not None:
-                record(Outcome(job.name, "skipped", 0.0, None, str(previous)))
-            else:
-                pending.append(job)
+        resumed = Resume(recipe, made_with, recipes, skip_existing)
+        pending = [job for job in jobs if redo or not resumed.keeps(job, record)]
+        summary.notices.extend(resumed.notices())
         if pending:
-            folder = str(model_dir) if model_dir else None
             check_models(name, options, folder)
-            device = checked.device if checked.device != "auto" else None
-            settings = Settings(name, dict(options), folder, int(quality), ram, device=device)
+            settings = Settings(name, dict(options), folder, int(quality), ram,
+                                device=checked.device if checked.device != "auto" else None)
             if ray is not None:
                 from .ray import run_on_ray
 
@@ -100,6 +108,52 @@ def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks
         log.add_summary(summary)
         log.close()
     return summary
+
+
+class Resume:
+    """Which finished outputs of a previous run a rerun keeps: those the report says were made with the same
+    recipe (or any, with ``skip_existing``); outputs it has no record of are kept too, and counted."""
+
+    def __init__(self, recipe: Recipe, made_with: dict[str, str | None], recipes: dict[str, dict[str, Any]],
+                 skip_existing: bool):
+        self.recipe, self.made_with, self.recipes, self.skip_existing = recipe, made_with, recipes, skip_existing
+        self.unrecorded = 0
+        self.changed: dict[str | None, int] = {}  # the old digest -> outputs redone because they were made with it
+
+    def keeps(self, job: Job, record: Callable[[Outcome], None]) -> bool:
+        """Whether ``job``'s output is there and kept (then recorded as skipped) or must be made (again)."""
+        previous = finished_output(job)
+        if previous is None:
+            return False
+        digest = self.made_with.get(job.name)
+        if digest is None:
+            self.unrecorded += 1
+        elif digest != self.recipe.digest and not self.skip_existing:
+            self.changed[digest] = self.changed.get(digest, 0) + 1
+            return False
+        record(Outcome(job.name, "skipped", 0.0, None, str(previous), settings=digest))
+        return True
+
+    def notices(self) -> list[str]:
+        said = [f"{count} output(s) made with other settings ({changes(self.recipes.get(digest), self.recipe.values)})"
+                f" are made again; --skip-existing keeps them" for digest, count in self.changed.items()]
+        if self.unrecorded:
+            said.append(f"{self.unrecorded} existing output(s) with no recorded settings were kept; --redo makes "
+                        f"them again")
+        return said
+
+
+def _device_type(device: str, ray: str | None) -> str:
+    """"cpu", "cuda" or "mps": what ``auto`` choices are made for (on Ray, the actors': GPUs if it has any)."""
+    if ray is not None:
+        from .ray import connect
+
+        return "cuda" if connect(ray).cluster_resources().get("GPU") else "cpu"
+    if device == "auto":
+        from ..engine import resolve_device
+
+        return resolve_device("auto").type
+    return device.split(":")[0].lower()
 
 
 def _check_before_work(output_dir: Path, report: Path | None, device: str) -> None:

@@ -56,11 +56,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tessera: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
+        _quiet_abandoned_tasks()
         print("tessera: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
+        _quiet_abandoned_tasks()
         print("tessera: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_abandoned_tasks() -> None:
+    """An interrupted read of a TIFF through zarr leaves its asyncio task or coroutine pending; asyncio and the
+    warnings module would report it, with its repr, as the process exits. The one line the command prints says
+    what happened."""
+    import inspect
+    import logging
+    import warnings
+
+    logging.getLogger("asyncio").disabled = True
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    previous = sys.unraisablehook
+
+    def drop_abandoned_coroutines(unraisable: Any) -> None:
+        if not inspect.iscoroutine(unraisable.object):
+            previous(unraisable)
+
+    sys.unraisablehook = drop_abandoned_coroutines
 
 
 class Terminated(KeyboardInterrupt):
@@ -267,9 +288,10 @@ def stream_if_too_large(args: argparse.Namespace, task_name: str, scale: float, 
     """Stream the job when the in-memory flow would take more than --max-ram: returns the job's
     :class:`~tessera.tasks.result.StreamReport`, or None when the image fits in memory (nothing done).
 
-    ``scale``: the output scale known before the model is loaded. Decided from the input's header alone
-    (:func:`tessera.tasks.files.stream_decision`); an image that cannot be streamed (not a TIFF) goes the
-    in-memory way, whose limits then apply.
+    ``scale``: the output scale known before the model is loaded. Decided from the headers alone
+    (:func:`tessera.tasks.files.stream_decision`): an image the in-memory flow would refuse (over --max-ram, or
+    over its pixel limit, --max-pixels, or the mask's) is streamed; one that cannot be streamed (not a TIFF)
+    goes the in-memory way, whose limits then apply.
     """
     from ..errors import OptionError
     from ..options import parse_size
@@ -281,7 +303,8 @@ def stream_if_too_large(args: argparse.Namespace, task_name: str, scale: float, 
         max_ram = parse_size(args.max_ram)
     except ValueError as error:
         raise OptionError(f"--max-ram: {error}") from None
-    if not stream_decision(task, args.input, scale, max_ram, strict=False):
+    pixel_limit = "default" if args.max_pixels is None else None  # a limit given refuses, it never streams
+    if not stream_decision(task, args.input, scale, max_ram, strict=False, pixel_limit=pixel_limit, mask=mask):
         return None
     bar = progress_display(args.quiet)
     try:

@@ -1,6 +1,6 @@
 """`tessera batch {inpaint,enhance,upscale} INPUT_DIR -o OUT_DIR [batch options] [task options]`.
 
-Runs one task over a folder: resumable (finished outputs are skipped), a bad file failing alone, a JSON-lines
+Runs one task over a folder: resumable (outputs finished with the same settings are skipped), a bad file failing alone, a JSON-lines
 report, on this machine's processes or a Ray cluster. Exit code 0 when every image is done or skipped, 1 when
 some failed (the report and the summary name them).
 """
@@ -52,7 +52,13 @@ def _add_batch_arguments(parser: argparse.ArgumentParser, takes_mask: bool) -> N
                        help="memory one image may take (e.g. 8G) before it is streamed region by region into a "
                             "tiled BigTIFF (default: half the machine's memory, shared among the workers)")
     group.add_argument("--report", type=Path, default=None, help=f"JSON-lines report (default: OUT/{REPORT_NAME})")
-    group.add_argument("--redo", action="store_true", help="process images whose output already exists")
+    resume = group.add_mutually_exclusive_group()
+    resume.add_argument("--redo", action="store_true", help="process every image again, even those whose output "
+                                                            "is already there")
+    resume.add_argument("--skip-existing", action="store_true",
+                        help="keep every finished output, even one made with other settings (by default an output "
+                             "is kept only when the report says it was made with the same task options, model "
+                             "and weights; the others are made again)")
     group.add_argument("--model-dir", type=Path, default=None, help="model cache (default: $TESSERA_HOME)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                             recursive=args.recursive, pattern=args.pattern, format=args.format,
                             workers=args.workers, ray=args.ray, max_ram=args.max_ram, quality=args.quality,
                             model_dir=str(args.model_dir) if args.model_dir else None, report=args.report,
-                            redo=args.redo, on_outcome=on_outcome, progress=bar, **options)
+                            redo=args.redo, skip_existing=args.skip_existing, on_outcome=on_outcome, progress=bar, **options)
     finally:
         bar.close()
     for notice in summary.notices:

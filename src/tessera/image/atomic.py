@@ -3,7 +3,8 @@
 Every file tessera writes goes through :func:`write_atomically`: the target is either untouched or complete.
 Temporary files are named after their target and their writer (a hash of the host name and the process id), so
 that what a killed writer left behind can be told from the file of a writer still at work, and removed by a
-later write into the same folder (:func:`remove_stale_temporaries`).
+later write into the same folder, or a later command's check of it (:func:`remove_stale_temporaries`). Scratch
+folders (:func:`scratch_folder`: the patches of a streamed inpaint) are named and removed the same way.
 
 A write may be watched (:class:`WatchedFile`): given a cancel event, every ``write()`` of the encoder checks it
 and the event is checked once more right before the rename, so a cancelled save never leaves a file; given a
@@ -12,6 +13,7 @@ progress callback, it is told the bytes written so far.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -22,7 +24,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +37,7 @@ __all__ = [
     "copy_atomically",
     "remove_stale_temporaries",
     "same_file",
+    "scratch_folder",
     "write_atomically",
 ]
 
@@ -193,7 +196,9 @@ class WatchedFile:
 
 
 def check_writable(path: Path) -> None:
-    """Create and remove a temporary file beside ``path``: the one sure test that the folder takes new files."""
+    """Create and remove a temporary file beside ``path``: the one sure test that the folder takes new files.
+    Commands call it before any work, so it is also when what killed writers left there is removed."""
+    _sweep_now_and_then(path.parent)
     temporary, file = _create_temporary(path)
     file.close()
     _remove_if_present(temporary)
@@ -210,14 +215,41 @@ def _remove_if_present(path: Path) -> None:
 # process id of the writer tell a later process whether the writer is gone, so that what a killed writer left
 # can be removed without ever touching the file of a writer still at work.
 _TEMPORARY_SUFFIX = ".tessera-tmp"
+_SCRATCH_SUFFIX = ".tessera-scratch"  # a folder, named like a temporary file (its "target" is "scratch")
 _TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-[0-9a-f]{8}"
-                             + re.escape(_TEMPORARY_SUFFIX))
+                             r"(?P<suffix>" + re.escape(_TEMPORARY_SUFFIX) + "|" + re.escape(_SCRATCH_SUFFIX) + ")")
 _TARGET_NAME_BYTES = 120  # of the target's name kept in the temporary's (file names stop at 255 bytes)
 STALE_TEMPORARY_SECONDS = 7 * 24 * 3600
 """A temporary file untouched for this long is stale whoever wrote it (a process id may have been reused)."""
 _SWEEP_INTERVAL_SECONDS = 3600.0
 _SWEPT_FOLDERS_KEPT = 10_000
 _last_sweeps: dict[str, float] = {}  # folder -> monotonic time of this process's last sweep of it
+
+
+@contextlib.contextmanager
+def scratch_folder(parent: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new folder in ``parent`` for intermediate files, removed with its contents when the block ends, however
+    it ends (SIGTERM included, which the CLI turns into an exception). Named after its writer like a temporary
+    file, so that one a killed process left behind is removed by the next sweep of ``parent``."""
+    import shutil
+
+    parent = Path(parent)
+    _sweep_now_and_then(parent)
+    for _ in range(100):
+        folder = parent / f".scratch.{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}{_SCRATCH_SUFFIX}"
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise _output_error(folder, error) from None
+    else:
+        raise OutputError(f"{parent}: cannot create a scratch folder")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _create_temporary(path: Path) -> tuple[Path, BinaryIO]:
@@ -263,13 +295,14 @@ def _process_is_running(pid: int) -> bool:
 
 
 def _is_stale_temporary(entry: os.DirEntry[str], now: float) -> bool:
-    """A temporary file of tessera's naming whose writer is gone (this machine, no such process) or that nobody
-    has touched for :data:`STALE_TEMPORARY_SECONDS`."""
+    """A temporary file (or scratch folder) of tessera's naming whose writer is gone (this machine, no such
+    process) or that nobody has touched for :data:`STALE_TEMPORARY_SECONDS`."""
     match = _TEMPORARY_NAME.fullmatch(entry.name)
     if match is None:
         return False
+    folder = match["suffix"] == _SCRATCH_SUFFIX
     try:
-        if not entry.is_file(follow_symlinks=False):
+        if not (entry.is_dir(follow_symlinks=False) if folder else entry.is_file(follow_symlinks=False)):
             return False
         modified = entry.stat(follow_symlinks=False).st_mtime
     except OSError:
@@ -280,11 +313,14 @@ def _is_stale_temporary(entry: os.DirEntry[str], now: float) -> bool:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files that killed writers (``kill -9``, a power cut) left in ``folder``; return them.
+    """Delete the temporary files and scratch folders that killed writers (``kill -9``, a power cut) left in
+    ``folder``; return them.
 
-    Only files of tessera's own temporary naming are considered, and only those whose writer process is gone
+    Only files and folders of tessera's own temporary naming are considered, and only those whose writer process is gone
     or that are older than :data:`STALE_TEMPORARY_SECONDS`: a live process's temporary file is never touched.
     """
+    import shutil
+
     removed: list[Path] = []
     now = time.time()
     try:
@@ -296,7 +332,10 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
             if not _is_stale_temporary(entry, now):
                 continue
             try:
-                os.unlink(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
             except OSError:
                 continue
             removed.append(Path(entry.path))

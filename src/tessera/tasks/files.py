@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, OptionError
+from ..image import decode
 from ..image.regions import STREAM_SUFFIXES, check_streamed_output, tiff_sample_layout
 from ..options import format_bytes
 from ..progress import ProgressCallback
@@ -23,6 +24,7 @@ from .result import Result
 
 DEFAULT_RAM_FRACTION = 0.5        # --max-ram default: this share of the machine's memory
 IN_MEMORY_COPIES = 3              # an in-memory task holds about input + 3 outputs (result, copy, encoder buffer)
+MASK_BYTES_PER_PIXEL = 6          # a mask in memory: its decoded picture (up to 4 bytes), the boolean and its grown copy
 
 
 def default_max_ram() -> int:
@@ -68,13 +70,29 @@ class FileResult:
     report: Any
 
 
-def stream_decision(task: Task, source: Path, scale: float, max_ram: int | None, *, strict: bool = True) -> bool:
-    """True when ``source`` must be streamed: the in-memory flow would take more than ``max_ram`` and the task
-    and the input allow streaming. When they do not, ``strict`` raises :class:`InputError` saying why (batch:
-    the image would not fit); otherwise False lets the in-memory flow try (and apply its own limits)."""
+def stream_decision(task: Task, source: Path, scale: float, max_ram: int | None, *, strict: bool = True,
+                    pixel_limit: int | str | None = "default", mask: str | Path | None = None) -> bool:
+    """True when ``source`` must be streamed: the in-memory flow would refuse it, and the task and the input
+    allow streaming. The in-memory flow refuses an image (or its ``mask``) of more than ``pixel_limit`` pixels
+    (the limit its decoder applies, "default": :func:`~tessera.image.read.load_image`'s, which a mask is always
+    read under; None: none) and
+    one it would need more than ``max_ram`` bytes for (the photo, its results and the mask's copies). When the
+    image cannot be streamed, ``strict`` raises :class:`InputError` saying why (batch: the image would not fit);
+    otherwise False lets the in-memory flow try (and apply its own limits). Decided from the headers alone, so no
+    image is loaded only to be refused."""
+    from ..image.read import read_image_size
+
     budget = default_max_ram() if max_ram is None else int(max_ram)
     width, height, needed = in_memory_estimate(source, scale=scale)
-    if needed <= budget:
+    pixels = width * height
+    limits = [decode.DEFAULT_MAX_PIXELS if pixel_limit == "default" else pixel_limit]
+    if mask is not None:
+        needed += pixels * MASK_BYTES_PER_PIXEL
+        mask_width, mask_height = read_image_size(mask)
+        pixels = max(pixels, mask_width * mask_height)
+        limits.append(decode.DEFAULT_MAX_PIXELS)
+    limit = min((value for value in limits if value is not None), default=None)
+    if needed <= budget and (limit is None or pixels <= limit):
         return False
     why = task.stream_refusal if not task.streams else (
         "" if source.suffix.lower() in STREAM_SUFFIXES
@@ -82,8 +100,9 @@ def stream_decision(task: Task, source: Path, scale: float, max_ram: int | None,
     if why and not strict:
         return False
     if why:
-        raise InputError(f"{source}: {width}x{height} needs about {format_bytes(needed)} in memory, over the "
-                         f"RAM budget of {format_bytes(budget)}; {why}")
+        over = (f"needs about {format_bytes(needed)} in memory, over the RAM budget of {format_bytes(budget)}"
+                if needed > budget else f"has more than the {limit:,} pixels the in-memory flow reads")
+        raise InputError(f"{source}: {width}x{height} {over}; {why}")
     return True
 
 
@@ -120,7 +139,8 @@ def process_file(task: Task, source: str | Path, output: str | Path, *, mask: st
     models = dict(models or {})
     scale = task.output_scale(options, models)
     arguments = {**options, **models}
-    if stream_decision(task, source, scale, max_ram):
+    image_limit = "default" if isinstance(max_pixels, str) else max_pixels  # "default" or "auto": the decoder's
+    if stream_decision(task, source, scale, max_ram, pixel_limit=image_limit, mask=mask):
         target = stream_output or output
         result = stream_file(task, source, target, mask=mask, max_ram=max_ram, progress=progress, cancel=cancel,
                              model_dir=model_dir, **arguments)

@@ -9,7 +9,6 @@ image; pixels outside the holes are the input's, bit for bit.
 from __future__ import annotations
 
 import math
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..engine import Runtime
 from ..errors import InputError, ResourceError
+from ..image.atomic import scratch_folder
 from ..image.regions import TileLayout, check_streamed_output, open_regions, write_tiled_tiff
 from ..masks import threshold
 from ..models.descriptor import Model
@@ -143,7 +143,7 @@ def stream_inpaint(source: str | Path | np.ndarray, mask: str | Path | np.ndarra
         layout = TileLayout(reader.shape, reader.dtype, block)
         done = StreamReport(reader.shape, layout.shape, block, 0, 1,
                             math.ceil(height / block) * math.ceil(width / block), network.name, regions=len(groups))
-        with tempfile.TemporaryDirectory(prefix=".tessera-", dir=Path(output).parent) as scratch:
+        with scratch_folder(Path(output).parent) as scratch:
             patches: list[tuple[tuple[int, int, int, int], Path]] = []
             runtime.report("regions", 0, len(groups))
             for number, group in enumerate(groups, 1):

@@ -51,6 +51,12 @@ class Task:
         return {key: load_model(name, model_dir=model_dir)
                 for key, name in self.weight_options(options).items()}, None
 
+    def automatic_choices(self, options: dict[str, Any], model_dir: str | None, device_type: str) -> dict[str, str]:
+        """What each ``auto`` option that depends on this machine (installed packages, cached models) would
+        choose now, without loading anything: ``{option: choice}``. Batch records it with its outputs, so that a
+        rerun after ``tessera models pull`` knows the old results came from another method."""
+        return {}
+
     def output_scale(self, options: dict[str, Any], models: dict[str, Any]) -> float:
         """The factor between output and input sides, known before the input is read (memory estimates)."""
         return 1.0
@@ -86,6 +92,13 @@ class UpscaleTask(Task):
         name, notice = choose_auto_model(resolve_device(options.get("device")).type, model_dir)
         # none available: "auto" stays, and each upscale falls back to Lanczos at auto's scale
         return ({} if name is None else {"model": load_model(name, model_dir=model_dir)}), notice
+
+    def automatic_choices(self, options: dict[str, Any], model_dir: str | None, device_type: str) -> dict[str, str]:
+        if str(options.get("model", "auto")).strip().lower() != "auto":
+            return {}
+        from .upscale import choose_auto_model
+
+        return {"model": choose_auto_model(device_type, model_dir)[0] or "lanczos"}
 
     def output_scale(self, options: dict[str, Any], models: dict[str, Any]) -> float:
         if options.get("scale"):
@@ -132,6 +145,14 @@ class InpaintTask(Task):
 
         return tuple(WEIGHT_FREE_INPAINT)
 
+    def automatic_choices(self, options: dict[str, Any], model_dir: str | None, device_type: str) -> dict[str, str]:
+        if str(options.get("model") or "auto").strip().lower() != "auto":
+            return {}
+        from ..models.catalog import get_entry, model_path
+        from .inpaint import LAMA, default_weight_free
+
+        return {"model": LAMA if model_path(get_entry(LAMA), model_dir).is_file() else default_weight_free()[0]}
+
     def load_models(self, options: dict[str, Any], model_dir: str | None) -> tuple[dict[str, Any], str | None]:
         from .inpaint import resolve_inpaint_model
 
@@ -169,6 +190,16 @@ class EnhanceTask(Task):
 
     def output_scale(self, options: dict[str, Any], models: dict[str, Any]) -> float:
         return float(options.get("upscale") or 1.0)
+
+    def automatic_choices(self, options: dict[str, Any], model_dir: str | None, device_type: str) -> dict[str, str]:
+        from ..faces.backends import available_detector
+        from ..models.catalog import get_entry, model_path
+
+        choices = {"detector": available_detector(options.get("detector") or "auto")}
+        if (options.get("parse_mask") or "auto") == "auto":
+            parser = model_path(get_entry("facexlib-parsenet"), model_dir)
+            choices["parse_mask"] = "parsenet" if parser.is_file() else "box"
+        return choices
 
     def run(self, image: Any, *, mask: Any = None, progress: ProgressCallback | None = None,
             cancel: threading.Event | None = None, model_dir: str | None = None, **options: Any) -> Result:
