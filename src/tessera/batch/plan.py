@@ -9,6 +9,7 @@ its error and fails alone. :func:`finished_output` tells a resumed run what a pr
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,15 +38,16 @@ def image_suffixes() -> tuple[str, ...]:
 
 
 def find_images(folder: str | Path, *, recursive: bool = False, pattern: str | None = None,
-                exclude: Path | None = None) -> list[Path]:
+                exclude: Path | None = None, suffixes: Iterable[str] | None = None) -> list[Path]:
     """The image files of ``folder`` (by suffix), sorted; hidden files and anything under ``exclude`` left out.
 
     ``pattern`` is a glob matched against the path relative to ``folder`` and against the file name.
+    ``suffixes``: those taken (lower case, with the dot; default :func:`image_suffixes`).
     """
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
-    suffixes = image_suffixes()
+    suffixes = tuple(suffixes) if suffixes is not None else image_suffixes()
     skip = exclude.resolve() if exclude is not None else None
     found = []
     for path in (root.rglob("*") if recursive else root.iterdir()):

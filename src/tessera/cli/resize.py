@@ -1,7 +1,9 @@
 """`tessera resize PATH... --max-side N [-o OUT_DIR]`: shrink photos so that no side exceeds N pixels.
 
 Like ``mogrify -resize NxN>``: only shrinks, keeps the aspect ratio, the format and the metadata, and rewrites
-each file atomically (in place unless ``-o`` names another folder). Exit code 1 when some files failed.
+each file atomically (in place unless ``-o`` names another folder). Every page of a TIFF and every frame of an
+animation (GIF, APNG, WEBP) is kept, palette pictures stay palette; a file that cannot be kept whole fails with
+its reason and is left as it is. Exit code 1 when some files failed. Imports no torch.
 """
 from __future__ import annotations
 
@@ -15,8 +17,11 @@ from .display import progress_display
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("resize", help="shrink photos to a largest side (never enlarges)",
                                    description="Shrink images so their longest side is at most --max-side pixels. "
-                                               "Files that are already small enough are not touched.")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+                                               "Files that are already small enough are not touched. Every page "
+                                               "of a TIFF and every frame of a GIF, APNG or WEBP animation is "
+                                               "kept; palette images stay palette.")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="image files or folders (PNG, JPEG, WEBP, TIFF, BMP, GIF)")
     parser.add_argument("--max-side", type=int, required=True, metavar="N", help="longest side in pixels")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="write into this folder (tree mirrored) instead of replacing the files")

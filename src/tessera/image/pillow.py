@@ -81,7 +81,7 @@ def open_with_pillow(file: BinaryIO, path: Path) -> Image.Image:
             continue
         file.seek(0)
         try:
-            with _own_limit_only(path):
+            with own_limit_only(path):
                 return factory(file, "")  # type: ignore[misc]
         except (SyntaxError, IndexError, TypeError, struct.error) as error:
             broken = broken or error
@@ -93,7 +93,7 @@ def open_with_pillow(file: BinaryIO, path: Path) -> Image.Image:
 
 
 @contextlib.contextmanager
-def _own_limit_only(path: Path) -> Iterator[None]:
+def own_limit_only(path: Path) -> Iterator[None]:
     """Pillow's process-wide decompression-bomb guard, which some plugins apply themselves (GIF frames), in
     tessera's terms: its warning is silenced (tessera's own limit was checked), its error is ImageTooLargeError."""
     with warnings.catch_warnings():
@@ -205,7 +205,7 @@ def decode_with_pillow(image: Image.Image, path: Path, last_row: int | None = No
         storage = None  # the plugin replaced it (not PNG's): convert from Pillow's own storage
     pixels, alpha, gray, in_storage = _convert_bands(image, path, storage)
     info = dict(image.info)
-    with _own_limit_only(path):
+    with own_limit_only(path):
         animated = is_animated(image)
     Image.Image.close(image)  # drops the core and its view of the storage (ImageFile.close would close our file)
     if storage is not None and in_storage:
@@ -224,7 +224,7 @@ def load_checked(image: Image.Image, path: Path, last_row: np.ndarray | None = N
     storage = image.im if last_row is not None else None
     sentinel = plant_sentinel(last_row) if last_row is not None else b""
     try:
-        with _own_limit_only(path):
+        with own_limit_only(path):
             image.load()
     except DECODE_ERRORS as error:
         raise corrupt(path, error) from None

@@ -113,7 +113,7 @@ def load_tiff(file: BinaryIO, path: Path, max_pixels: int | str | None) -> Pictu
     with open_tiff(file, path) as tiff:
         page = first_tiff_page(tiff, path)
         check_limits(path, int(page.imagewidth), int(page.imagelength), _tiff_bytes_per_pixel(page), max_pixels)
-        _check_tiff_complete(file, page, path)
+        check_tiff_complete(file, page, path)
         icc_profile = page.tags.valueof(34675)
         orientation = valid_orientation(page.tags.valueof(274, 1))
         try:
@@ -154,7 +154,7 @@ def _tiff_bytes_per_pixel(page: tifffile.TiffPage) -> int:
     return (3 + bool(page.extrasamples)) * itemsize
 
 
-def _check_tiff_complete(file: BinaryIO, page: tifffile.TiffPage, path: Path) -> None:
+def check_tiff_complete(file: BinaryIO, page: tifffile.TiffPage, path: Path) -> None:
     """Refuse a TIFF whose strips or tiles reach past the end of the file (tifffile would fill them in)."""
     size = os.fstat(file.fileno()).st_size
     ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts) if count]
