@@ -10,7 +10,7 @@ import pytest
 from conftest import random_compact
 from tessera.batch import read_report, run_batch
 from tessera.batch.ray import actor_plan
-from tessera.errors import OptionError
+from tessera.errors import ModelError, OptionError
 from tessera.image.write import save_image
 from tessera.models.descriptor import Model
 
@@ -75,6 +75,22 @@ def test_ray_resumes(runs):
     assert {o.file for o in again.outcomes if o.status == "done"} == {"photo0.png", "sub/photo1.png"}
     statuses = [line["status"] for line in read_report(folder / "ray" / "tessera-batch.jsonl")]
     assert statuses.count("done") == 8
+
+
+@pytest.mark.slow
+def test_ray_actors_that_cannot_load_the_model_stop_the_batch_with_one_typed_error(local_ray, tmp_path):
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        save_image(np.full((16, 16, 3), 40 * i, np.uint8), tmp_path / "in" / f"p{i}.png")
+    bad = tmp_path / "x.pth"
+    bad.write_text("not a network\n")
+    outcomes = []
+    with pytest.raises(ModelError) as raised:
+        run_batch("upscale", tmp_path / "in", tmp_path / "out", model=str(bad), ray="auto", workers=2,
+                  on_outcome=lambda outcome, done, total: outcomes.append(outcome))
+    message = str(raised.value)
+    assert "\n" not in message and str(bad) in message and "Ray" not in message, message
+    assert outcomes == [] and read_report(tmp_path / "out" / "tessera-batch.jsonl") == []
 
 
 def test_actor_plan():

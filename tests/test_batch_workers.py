@@ -41,3 +41,14 @@ def test_workers_match_one_process_and_a_crash_fails_alone(tmp_path):
     assert single.counts()["done"] == 4
     for i in (0, 1, 3, 4):
         assert (tmp_path / "pool" / f"p{i}.png").read_bytes() == (tmp_path / "one" / f"p{i}.png").read_bytes()
+
+
+def test_a_worker_start_error_is_typed_and_one_line():
+    from tessera.batch.worker import start_error
+    from tessera.errors import ModelError, TesseraError
+
+    typed = ModelError("x.pth: not a model")
+    assert start_error(typed) is typed  # kept as it is: the CLI maps its class to an exit code
+    other = start_error(RuntimeError("CUDA error:\n  out of memory"))
+    assert type(other) is TesseraError
+    assert str(other) == "a batch worker could not start: RuntimeError: CUDA error: out of memory"

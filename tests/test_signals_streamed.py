@@ -108,25 +108,33 @@ def test_a_live_writers_scratch_folder_is_left_alone(tmp_path):
     assert atomic.remove_stale_temporaries(tmp_path) == [dead] and not dead.exists()
 
 
-def test_sigterm_during_a_batch_leaves_no_temporary_and_the_rerun_finishes(tmp_path):
-    """One worker (this process): SIGTERM stops the batch between two writes or inside one, cleanly; the report
-    keeps what was finished and the rerun does the rest, leaving only outputs and the report."""
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_sigterm_during_a_batch_leaves_no_temporary_and_the_rerun_finishes(tmp_path, workers):
+    """SIGTERM stops the batch inside a write, cleanly: in this process (one worker), or on worker processes,
+    which the driver stops too (their temporary files removed, none of them left running); the report keeps
+    what was finished and the rerun does the rest, leaving only outputs and the report."""
+    import psutil
+
     (tmp_path / "in").mkdir()
     noise = np.random.default_rng(1).integers(0, 256, (900, 900, 3), dtype=np.uint8)  # slow to deflate
     for i in range(4):
         save_image(noise, tmp_path / "in" / f"img{i}.png")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "tessera", "batch", "upscale", str(tmp_path / "in"), "-o", str(out),
-               "--model", "lanczos", "--scale", "2", "--quiet"]
+               "--model", "lanczos", "--scale", "2", "--quiet", "--workers", str(workers)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: out.is_dir() and bool(leftovers(out)), process, "a temporary output")
+        children = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "tessera: terminated", err
     assert leftovers(out) == []
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, alive
     assert main(command[3:]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png", "img2.png", "img3.png",
                                                      "tessera-batch.jsonl"]

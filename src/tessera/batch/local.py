@@ -3,13 +3,18 @@
 Each worker process loads the task's models once (:class:`~tessera.batch.worker.Processor`) and writes its own
 outputs; at most :data:`~tessera.batch.worker.IN_FLIGHT_PER_WORKER` jobs wait on each. A worker that dies (killed,
 out of memory, a crash in native code) loses only the jobs it had: they are retried one at a time, so the image
-that kills its worker again fails alone.
+that kills its worker again fails alone. A worker that cannot start (a file that is no model) stops the batch
+with its typed error, as one process would before its first image. Workers die with the process that started them
+(:func:`_die_with_parent`): a killed driver leaves no worker holding memory or a GPU; an interrupted or terminated
+one stops its workers' jobs, which remove what they were writing (:func:`_stop_on_sigterm`).
 """
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,7 +24,7 @@ from ..errors import CancelledError, OptionError
 from ..progress import ProgressCallback, ProgressEvent
 from .plan import Job
 from .report import BatchSummary, Outcome
-from .worker import IN_FLIGHT_PER_WORKER, Processor, Settings
+from .worker import IN_FLIGHT_PER_WORKER, Processor, Settings, start_error
 
 
 def default_workers(device: str | None) -> list[str | None]:
@@ -68,7 +73,10 @@ _WORKER: dict[str, Any] = {}
 
 
 def _start_worker(settings: Settings, devices: list[str | None], slots: Any, events: Any, threads: int) -> None:
-    """Initialiser of a local worker process: claim a device slot, limit threads, load the model once."""
+    """Initialiser of a local worker process: die with the driver, claim a device slot, limit threads, load the
+    model once (a failure is kept, typed, for :func:`_work` to raise to the driver)."""
+    _die_with_parent()
+    _stop_on_sigterm()
     import torch
 
     slot = slots.get()
@@ -76,21 +84,78 @@ def _start_worker(settings: Settings, devices: list[str | None], slots: Any, eve
     _WORKER.update(slot=slot, events=events)
     try:
         _WORKER["processor"] = Processor(replace(settings, device=devices[slot]))
-    except Exception as error:  # noqa: BLE001 - reported as the failure of every job this worker receives
-        _WORKER["error"] = " ".join(f"{type(error).__name__}: {error}".split())
+    except Exception as error:  # noqa: BLE001 - raised typed in the driver by the first job this worker takes
+        _WORKER["error"] = start_error(error)
+
+
+def _die_with_parent() -> None:
+    """End this process as soon as the process that started it is gone (SIGKILLed, crashed), so that no orphaned
+    worker keeps its memory or its GPU's, and multiprocessing's resource tracker (which lives until every holder
+    of its pipe has exited) goes too.
+
+    On Linux the kernel sends SIGKILL at once (``prctl(PR_SET_PDEATHSIG)``), even while this process is busy in
+    native code; everywhere a daemon thread also waits on the parent's sentinel (a pipe only the parent holds
+    open, a process handle on Windows) and exits when it closes. The thread also covers a parent that died
+    before the prctl call took effect.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not started by multiprocessing: nothing to watch
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1  # from <linux/prctl.h>
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tessera-parent-watch", daemon=True).start()
+
+
+def _stop_on_sigterm() -> None:
+    """In a worker: SIGTERM (the driver's, when it is interrupted or terminated, the pool's when another worker
+    died, or systemd's and docker's to the whole group) stops the job at hand as Ctrl-C stops one process, by an
+    exception, so that the file being written and any scratch folder are removed; :func:`_work` then ends the
+    worker. Outside a job, or at a second SIGTERM, the worker ends at once (nothing of its own to clean up, or a
+    clean-up that must not hold the pool's shutdown). Ctrl-C is left to the driver, which passes it on."""
+    def interrupt(signum: int, frame: Any) -> None:
+        if not _WORKER.get("busy"):
+            os._exit(128 + signum)
+        _WORKER["busy"] = False  # a second SIGTERM ends the process
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupt_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """SIGTERM to each worker process of ``pool`` still alive: their jobs stop and clean up (:func:`_stop_on_sigterm`)
+    instead of running to their end while the interrupted driver waits."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 def _work(job: Job) -> Outcome:
-    """Run in a worker process: process ``job`` with that process's Processor, its events sent to the driver."""
+    """Run in a worker process: process ``job`` with that process's Processor, its events sent to the driver; in
+    a worker that could not start, raise its start error (typed, one line), which stops the batch."""
     if "error" in _WORKER:
-        return Outcome(job.name, "failed", 0.0, f"worker could not start: {_WORKER['error']}")
+        raise _WORKER["error"]
     processor: Processor = _WORKER["processor"]
     slot, events = _WORKER["slot"], _WORKER["events"]
 
     def forward(event: ProgressEvent) -> None:
         events.put(replace(event, stage=f"worker {slot + 1}: {event.stage}"))
 
-    return processor(job, progress=forward)
+    try:
+        _WORKER["busy"] = True
+        return processor(job, progress=forward)
+    except KeyboardInterrupt:  # SIGTERM: the job's files are gone (its finally blocks ran); take no other job
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _WORKER["busy"] = False
 
 
 def _run_pool(jobs: list[Job], settings: Settings, devices: list[str | None], record: Callable[[Outcome], None],
@@ -99,7 +164,9 @@ def _run_pool(jobs: list[Job], settings: Settings, devices: list[str | None], re
 
     A worker process that dies (killed, out of memory, a crash in native code) breaks the pool, and every job in
     flight is lost with it. Those suspects are then run one at a time in a pool of one worker: the one that
-    kills its worker again fails alone, the others finish, and the rest of the folder goes on in a full pool.
+    kills its worker again fails alone, the others finish, and the rest of the folder goes on in a full pool
+    (new processes replace the dead one). A worker's start error stops the batch: the jobs not begun are
+    cancelled, the error is raised.
     """
     context = multiprocessing.get_context("spawn")
     queue: list[Job] = list(jobs)
@@ -111,10 +178,16 @@ def _run_pool(jobs: list[Job], settings: Settings, devices: list[str | None], re
         for slot in range(len(workers)):
             slots.put(slot)
         threads = max(1, (os.cpu_count() or 1) // len(workers))
-        with concurrent.futures.ProcessPoolExecutor(len(workers), mp_context=context, initializer=_start_worker,
-                                                    initargs=(settings, workers, slots, events, threads)) as pool:
+        pool = concurrent.futures.ProcessPoolExecutor(len(workers), mp_context=context, initializer=_start_worker,
+                                                      initargs=(settings, workers, slots, events, threads))
+        try:
             in_flight = 1 if solo else IN_FLIGHT_PER_WORKER * len(workers)
             lost = _feed_pool(pool, suspects if solo else queue, in_flight, events, record, progress)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (the CLI's Terminated): stop the workers' jobs too
+            _interrupt_workers(pool)
+            raise
+        finally:  # after an error, the jobs queued but not begun are not run
+            pool.shutdown(wait=True, cancel_futures=True)
         _drain(events, progress)
         if solo:
             for job in lost:
@@ -126,7 +199,8 @@ def _run_pool(jobs: list[Job], settings: Settings, devices: list[str | None], re
 def _feed_pool(pool: concurrent.futures.ProcessPoolExecutor, queue: list[Job], in_flight: int, events: Any,
                record: Callable[[Outcome], None], progress: ProgressCallback | None) -> list[Job]:
     """Run the jobs of ``queue`` (taken from its front, at most ``in_flight`` at a time) on ``pool``; returns the
-    jobs in flight when the pool broke (empty when it did not), leaving the ones not started in ``queue``."""
+    jobs in flight when the pool broke (empty when it did not), leaving the ones not started in ``queue``. A
+    worker's start error, raised by its job's result, propagates."""
     running: dict[concurrent.futures.Future, Job] = {}
     lost: list[Job] = []
     while queue or running:

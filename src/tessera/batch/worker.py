@@ -5,6 +5,7 @@ the registry (:func:`~tessera.tasks.registry.get_task`), loads the weights the o
 (:meth:`~tessera.tasks.registry.Task.load_models`), and hands every job to
 :func:`~tessera.tasks.files.process_file`, which decides from the image's header and the RAM budget whether the
 job runs in memory or streams into a tiled BigTIFF (the same decision ``tessera upscale`` takes for one file).
+A worker that cannot build its Processor reports :func:`start_error` to the driver, which raises it once.
 """
 from __future__ import annotations
 
@@ -92,6 +93,15 @@ class Processor:
     def ram_budget(self) -> int:
         """Bytes one image may take in memory here: the given budget, else this worker's share of the machine's."""
         return self.settings.max_ram or int(default_max_ram() * self.settings.ram_share)
+
+
+def start_error(error: Exception) -> TesseraError:
+    """What a worker that could not build its :class:`Processor` reports to the driver, which raises it as the
+    batch's error, once, as one process would: a :class:`~tessera.errors.TesseraError` as it is (typed, one
+    line, picklable), anything else (a CUDA error while loading...) as a TesseraError naming its type."""
+    if isinstance(error, TesseraError):
+        return error
+    return TesseraError(f"a batch worker could not start: {type(error).__name__}: {error}")
 
 
 def check_models(task: str, options: dict[str, Any], model_dir: str | None) -> None:
