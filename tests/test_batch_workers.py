@@ -36,7 +36,9 @@ def test_workers_match_one_process_and_a_crash_fails_alone(tmp_path):
     pooled = run_batch("upscale", tmp_path / "in", tmp_path / "pool", model=model, workers=2)
     assert pooled.counts() == {"done": 4, "skipped": 0, "failed": 1}
     assert pooled.failed[0].file == "p2.png" and "died" in pooled.failed[0].error
-    assert len({o.worker for o in pooled.outcomes if o.worker}) >= 2
+    # worker processes did the work (how it was shared between them depends on the machine's load)
+    done = [o for o in pooled.outcomes if o.status == "done"]
+    assert all(o.worker and o.worker.rsplit(":", 1)[1] != str(os.getpid()) for o in done)
     single = run_batch("upscale", tmp_path / "in", tmp_path / "one", model=model, pattern="p[0134].png")
     assert single.counts()["done"] == 4
     for i in (0, 1, 3, 4):

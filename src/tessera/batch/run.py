@@ -42,9 +42,9 @@ def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks
     streamed; default half the machine's memory shared among the workers. ``redo``: process every image again.
     An output a previous run finished is kept when the report says it was made with the same settings
     (:mod:`.recipe`: the options that change pixels, the models and their hashes) and made again otherwise;
-    ``skip_existing`` keeps every finished output whatever its settings. ``on_outcome(outcome, finished, total)`` is called after each image; ``progress`` receives the
-    per-image events (this process only). Task options (``model``, ``scale``, ``device``...) are validated up
-    front.
+    ``skip_existing`` keeps every finished output whatever its settings. ``on_outcome(outcome, finished,
+    total)`` is called after each image; ``progress`` receives the per-image events (this process only). Task
+    options (``model``, ``scale``, ``device``...) are validated up front.
     """
     from ..image.write import check_quality
     from ..options import parse_options, parse_size

@@ -1,8 +1,8 @@
 """`tessera batch {inpaint,enhance,upscale} INPUT_DIR -o OUT_DIR [batch options] [task options]`.
 
-Runs one task over a folder: resumable (outputs finished with the same settings are skipped), a bad file failing alone, a JSON-lines
-report, on this machine's processes or a Ray cluster. Exit code 0 when every image is done or skipped, 1 when
-some failed (the report and the summary name them).
+Runs one task over a folder: resumable (outputs finished with the same settings are skipped), a bad file
+failing alone, a JSON-lines report, on this machine's processes or a Ray cluster. Exit code 0 when every image
+is done or skipped, 1 when some failed (the report and the summary name them).
 """
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                             recursive=args.recursive, pattern=args.pattern, format=args.format,
                             workers=args.workers, ray=args.ray, max_ram=args.max_ram, quality=args.quality,
                             model_dir=str(args.model_dir) if args.model_dir else None, report=args.report,
-                            redo=args.redo, skip_existing=args.skip_existing, on_outcome=on_outcome, progress=bar, **options)
+                            redo=args.redo, skip_existing=args.skip_existing, on_outcome=on_outcome, progress=bar,
+                            **options)
     finally:
         bar.close()
     for notice in summary.notices:

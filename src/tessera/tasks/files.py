@@ -24,7 +24,7 @@ from .result import Result
 
 DEFAULT_RAM_FRACTION = 0.5        # --max-ram default: this share of the machine's memory
 IN_MEMORY_COPIES = 3              # an in-memory task holds about input + 3 outputs (result, copy, encoder buffer)
-MASK_BYTES_PER_PIXEL = 6          # a mask in memory: its decoded picture (up to 4 bytes), the boolean and its grown copy
+MASK_BYTES_PER_PIXEL = 6          # a mask in memory: its decoded picture (up to 4 bytes), the boolean, its grown copy
 
 
 def default_max_ram() -> int:
