@@ -64,10 +64,8 @@ def inpaint_until_its_scratch_folder(holes: tuple[Path, Path], out: Path) -> sub
     return process
 
 
-def test_sigterm_during_a_streamed_inpaint_removes_its_scratch_folder(tmp_path, holes):
-    out = tmp_path / "out"
-    out.mkdir()
-    process = inpaint_until_its_scratch_folder(holes, out)
+def terminate(process: subprocess.Popen) -> None:
+    """SIGTERM ``process`` (a tessera command) and check it ended as terminated: exit 143, one last line."""
     try:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
@@ -75,6 +73,12 @@ def test_sigterm_during_a_streamed_inpaint_removes_its_scratch_folder(tmp_path, 
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == "tessera: terminated", err
+
+
+def test_sigterm_during_a_streamed_inpaint_removes_its_scratch_folder(tmp_path, holes):
+    out = tmp_path / "out"
+    out.mkdir()
+    terminate(inpaint_until_its_scratch_folder(holes, out))
     assert list(out.iterdir()) == []
 
 
@@ -126,12 +130,10 @@ def test_sigterm_during_a_batch_leaves_no_temporary_and_the_rerun_finishes(tmp_p
     try:
         wait_for(lambda: out.is_dir() and bool(leftovers(out)), process, "a temporary output")
         children = psutil.Process(process.pid).children(recursive=True)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=120)
-    finally:
+    except BaseException:
         process.kill()
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert err.strip().splitlines()[-1] == "tessera: terminated", err
+        raise
+    terminate(process)
     assert leftovers(out) == []
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, alive
