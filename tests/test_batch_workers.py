@@ -45,6 +45,37 @@ def test_workers_match_one_process_and_a_crash_fails_alone(tmp_path):
         assert (tmp_path / "pool" / f"p{i}.png").read_bytes() == (tmp_path / "one" / f"p{i}.png").read_bytes()
 
 
+class DiesWhenLoaded(torch.nn.Module):
+    """A 2x upscaler whose loading in another process ends that process abruptly, as the out-of-memory killer
+    ends a worker loading a model too large for the machine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owner = os.getpid()
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if self.owner != os.getpid():
+            os._exit(9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_while_loading_the_model_stops_the_batch_once(tmp_path):
+    """Not one "died" failure per image, each after a new process: the batch stops with one ResourceError."""
+    from tessera.errors import ResourceError
+
+    (tmp_path / "in").mkdir()
+    for i in range(6):
+        save_image(np.full((16, 16, 3), 40 * i, np.uint8), tmp_path / "in" / f"p{i}.png")
+    model = Model(DiesWhenLoaded(), "dies-when-loaded", scale=2, context=0)
+    with pytest.raises(ResourceError, match="died while it was starting"):
+        run_batch("upscale", tmp_path / "in", tmp_path / "out", model=model, workers=2)
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
 def test_a_worker_start_error_is_typed_and_one_line():
     from tessera.batch.worker import start_error
     from tessera.errors import ModelError, TesseraError

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..errors import CancelledError, OptionError
+from ..errors import CancelledError, OptionError, ResourceError
 from ..progress import ProgressCallback, ProgressEvent
 from .plan import Job
 from .report import BatchSummary, Outcome
@@ -72,7 +72,8 @@ def run_locally(jobs: list[Job], settings: Settings, *, workers: int | None, rec
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(settings: Settings, devices: list[str | None], slots: Any, events: Any, threads: int) -> None:
+def _start_worker(settings: Settings, devices: list[str | None], slots: Any, events: Any, threads: int,
+                  started: Any) -> None:
     """Initialiser of a local worker process: die with the driver, claim a device slot, limit threads, load the
     model once (a failure is kept, typed, for :func:`_work` to raise to the driver)."""
     _die_with_parent()
@@ -86,6 +87,8 @@ def _start_worker(settings: Settings, devices: list[str | None], slots: Any, eve
         _WORKER["processor"] = Processor(replace(settings, device=devices[slot]))
     except Exception as error:  # noqa: BLE001 - raised typed in the driver by the first job this worker takes
         _WORKER["error"] = start_error(error)
+    with started.get_lock():  # shared memory: seen by the driver at once, even if this process dies right after
+        started.value += 1
 
 
 def _die_with_parent() -> None:
@@ -166,7 +169,8 @@ def _run_pool(jobs: list[Job], settings: Settings, devices: list[str | None], re
     flight is lost with it. Those suspects are then run one at a time in a pool of one worker: the one that
     kills its worker again fails alone, the others finish, and the rest of the folder goes on in a full pool
     (new processes replace the dead one). A worker's start error stops the batch: the jobs not begun are
-    cancelled, the error is raised.
+    cancelled, the error is raised; so does the death of the worker of one, before it had started (loading the
+    model took it down, whatever the image: failing every image after it would only take longer).
     """
     context = multiprocessing.get_context("spawn")
     queue: list[Job] = list(jobs)
@@ -174,12 +178,12 @@ def _run_pool(jobs: list[Job], settings: Settings, devices: list[str | None], re
     while queue or suspects:
         solo = bool(suspects)
         workers = devices[:1] if solo else devices
-        slots, events = context.Queue(), context.Queue()
+        slots, events, started = context.Queue(), context.Queue(), context.Value("i", 0)
         for slot in range(len(workers)):
             slots.put(slot)
         threads = max(1, (os.cpu_count() or 1) // len(workers))
         pool = concurrent.futures.ProcessPoolExecutor(len(workers), mp_context=context, initializer=_start_worker,
-                                                      initargs=(settings, workers, slots, events, threads))
+                                                      initargs=(settings, workers, slots, events, threads, started))
         try:
             in_flight = 1 if solo else IN_FLIGHT_PER_WORKER * len(workers)
             lost = _feed_pool(pool, suspects if solo else queue, in_flight, events, record, progress)
@@ -189,6 +193,9 @@ def _run_pool(jobs: list[Job], settings: Settings, devices: list[str | None], re
         finally:  # after an error, the jobs queued but not begun are not run
             pool.shutdown(wait=True, cancel_futures=True)
         _drain(events, progress)
+        if solo and lost and not started.value:  # alone, it died before it had loaded the model: not the image
+            raise ResourceError("a batch worker process died while it was starting (loading the model): out of "
+                                "memory, or a crash in native code; try fewer --workers, or one process")
         if solo:
             for job in lost:
                 record(Outcome(job.name, "failed", 0.0, "the worker process died while processing it (twice)"))
