@@ -240,7 +240,9 @@ def test_cancel_during_the_save_leaves_no_file_and_the_next_job_waits(server, br
     other = new_page(browser, url)
     other.get_by_role("tab", name="Upscale").click()
     other.locator("#upscale-photo input[type=file]").set_input_files(str(small))
-    other.wait_for_function("() => document.querySelector('#upscale-photo').innerText.includes('small.png')")
+    # the upload is served while the first job computes on every core: slow on a loaded 2-core machine
+    other.wait_for_function("() => document.querySelector('#upscale-photo').innerText.includes('small.png')",
+                            timeout=240_000)
     other.locator("#upscale-run").click()  # queued behind the first
 
     try:
