@@ -44,12 +44,7 @@ def shrink_array(samples: np.ndarray, width: int, height: int) -> np.ndarray:
     shrunk = cv2.resize(np.ascontiguousarray(source), (int(width), int(height)), interpolation=cv2.INTER_AREA)
     if samples.ndim == 3 and shrunk.ndim == 2:
         shrunk = shrunk[:, :, None]  # OpenCV drops a single channel's axis
-    if shrunk.dtype != dtype:
-        limits = np.iinfo(dtype) if dtype.kind in "iu" else None
-        if limits is not None:
-            shrunk = np.clip(np.rint(shrunk), limits.min, limits.max)
-        shrunk = shrunk.astype(dtype)
-    return shrunk
+    return shrunk if shrunk.dtype == dtype else _back_to(shrunk, dtype)
 
 
 def shrink_premultiplied(colour: np.ndarray, alpha: np.ndarray, width: int, height: int,
@@ -71,6 +66,7 @@ def shrink_premultiplied(colour: np.ndarray, alpha: np.ndarray, width: int, heig
 
 
 def _back_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` in ``dtype``: integers rounded and clipped to its range."""
     if dtype.kind in "iu":
         limits = np.iinfo(dtype)
         return np.clip(np.rint(values), limits.min, limits.max).astype(dtype)

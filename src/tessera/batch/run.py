@@ -1,8 +1,8 @@
 """:func:`run_batch`: one task over a folder, its options checked before any image, then planned, resumed, run.
 
 The order: the task (from the registry) and its options, the output and report folders, the device; then the
-plan (:mod:`.plan`), the jobs a previous run finished recorded as skipped, the model names resolved to files, and
-the rest run in this process or on local workers (:mod:`.local`) or on Ray actors (:mod:`.ray`, imported only
+plan (:mod:`.plan`), the model names resolved to files and the settings that change pixels (:mod:`.recipe`),
+the jobs a previous run finished with those settings recorded as skipped, and the rest run in this process or on local workers (:mod:`.local`) or on Ray actors (:mod:`.ray`, imported only
 then). Every outcome goes to the report as it arrives.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .local import run_locally
 from .plan import Job, finished_output, plan_jobs
 from .recipe import Recipe, batch_recipe, changes, recorded_recipes
 from .report import REPORT_NAME, BatchSummary, Outcome, Report
-from .worker import Settings, check_models
+from .worker import Settings
 
 BatchProgress = Callable[[Outcome, int, int], None]
 
@@ -92,8 +92,7 @@ def run_batch(task: str, input_dir: str | Path, output_dir: str | Path, *, masks
         resumed = Resume(recipe, made_with, recipes, skip_existing)
         pending = [job for job in jobs if redo or not resumed.keeps(job, record)]
         summary.notices.extend(resumed.notices())
-        if pending:
-            check_models(name, options, folder)
+        if pending:  # every model file was resolved (and checked) by batch_recipe
             settings = Settings(name, dict(options), folder, int(quality), ram,
                                 device=checked.device if checked.device != "auto" else None)
             if ray is not None:

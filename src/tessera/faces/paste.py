@@ -28,6 +28,8 @@ from ..image.pixels import from_float, to_float
 from .align import compose, footprint, invert, resize_map, warp
 from .parsenet import PARSING_SIZE
 
+PARSER = "facexlib-parsenet"  # catalog name of the face parsing network of parse_mask "parsenet"
+
 # Soft mask geometry, as fractions of the crop size: the ramp starts this far in from the crop's border...
 _MASK_INSET = 1 / 40
 # ...and rises to 1 over this width (a 512 px crop: 13 px inset, 51 px ramp; the template face stays at 1).
@@ -259,12 +261,18 @@ class FacePaster:
 def face_parser(choice: str, model_dir: Any = None) -> Any:
     """The parsing Model for option ``parse_mask``: "box" None, "parsenet" facexlib's ParseNet (ModelError
     naming the pull command when it is not downloaded), "auto" ParseNet when it is in the cache, else None."""
-    if choice == "box":
+    if parse_mask_choice(choice, model_dir) == "box":
         return None
-    from ..models.catalog import get_entry, model_path
     from ..models.loader import load_model
 
-    entry = get_entry("facexlib-parsenet")
-    if choice == "auto" and not model_path(entry, model_dir).is_file():
-        return None
-    return load_model(entry.name, model_dir=model_dir)
+    return load_model(PARSER, model_dir=model_dir)
+
+
+def parse_mask_choice(choice: str, model_dir: Any = None) -> str:
+    """The paste mask option ``parse_mask`` resolves to now: "parsenet" or "box" ("auto": ParseNet when it is in
+    the cache)."""
+    if choice != "auto":
+        return choice
+    from ..models.catalog import get_entry, model_path
+
+    return "parsenet" if model_path(get_entry(PARSER), model_dir).is_file() else "box"

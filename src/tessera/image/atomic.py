@@ -236,7 +236,7 @@ def scratch_folder(parent: str | os.PathLike[str]) -> Iterator[Path]:
     parent = Path(parent)
     _sweep_now_and_then(parent)
     for _ in range(100):
-        folder = parent / f".scratch.{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}{_SCRATCH_SUFFIX}"
+        folder = parent / f".scratch.{_writer_tag()}{_SCRATCH_SUFFIX}"
         try:
             folder.mkdir()
             break
@@ -255,7 +255,7 @@ def scratch_folder(parent: str | os.PathLike[str]) -> Iterator[Path]:
 def _create_temporary(path: Path) -> tuple[Path, BinaryIO]:
     """Create a new file beside ``path`` named after it and its writer (exclusive creation; the umask applies)."""
     for _ in range(100):
-        name = f".{_shortened(path.name)}.{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}{_TEMPORARY_SUFFIX}"
+        name = f".{_shortened(path.name)}.{_writer_tag()}{_TEMPORARY_SUFFIX}"
         temporary = path.with_name(name)
         try:
             return temporary, open(temporary, "x+b")
@@ -264,6 +264,11 @@ def _create_temporary(path: Path) -> tuple[Path, BinaryIO]:
         except OSError as error:
             raise _output_error(path, error) from None
     raise OutputError(f"{path}: cannot create a temporary file in {path.parent}")
+
+
+def _writer_tag() -> str:
+    """``HOST-PID-RANDOM``: the part of a temporary name that says which process wrote it (see _TEMPORARY_NAME)."""
+    return f"{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _shortened(name: str) -> str:
@@ -316,8 +321,9 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporary files and scratch folders that killed writers (``kill -9``, a power cut) left in
     ``folder``; return them.
 
-    Only files and folders of tessera's own temporary naming are considered, and only those whose writer process is gone
-    or that are older than :data:`STALE_TEMPORARY_SECONDS`: a live process's temporary file is never touched.
+    Only files and folders of tessera's own temporary naming are considered, and only those whose writer process
+    is gone or that are older than :data:`STALE_TEMPORARY_SECONDS`: a live process's temporary file is never
+    touched.
     """
     import shutil
 

@@ -75,9 +75,8 @@ def stream_decision(task: Task, source: Path, scale: float, max_ram: int | None,
     """True when ``source`` must be streamed: the in-memory flow would refuse it, and the task and the input
     allow streaming. The in-memory flow refuses an image (or its ``mask``) of more than ``pixel_limit`` pixels
     (the limit its decoder applies, "default": :func:`~tessera.image.read.load_image`'s, which a mask is always
-    read under; None: none) and
-    one it would need more than ``max_ram`` bytes for (the photo, its results and the mask's copies). When the
-    image cannot be streamed, ``strict`` raises :class:`InputError` saying why (batch: the image would not fit);
+    read under; None: none) and one it would need more than ``max_ram`` bytes for (the photo, its results and
+    the mask's copies). When the image cannot be streamed, ``strict`` raises :class:`InputError` saying why (batch: the image would not fit);
     otherwise False lets the in-memory flow try (and apply its own limits). Decided from the headers alone, so no
     image is loaded only to be refused."""
     from ..image.read import read_image_size

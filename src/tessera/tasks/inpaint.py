@@ -82,15 +82,14 @@ def resolve_inpaint_model(model: Any, model_dir: str | None = None) -> tuple[Mod
         if name in WEIGHT_FREE_INPAINT:
             return WEIGHT_FREE_INPAINT[name](), None
         if name == "auto":
-            from ..models.catalog import get_entry, model_path
+            model = auto_inpaint_choice(model_dir)
+            if model in WEIGHT_FREE_INPAINT:
+                from ..models.catalog import get_entry, model_path
 
-            path = model_path(get_entry(LAMA), model_dir)
-            if not path.is_file():
-                method, why = default_weight_free()
-                notice = (f"LaMa weights are not in the cache ({path}): used the weight-free {method} "
-                          f"method{why}; for LaMa run `tessera models pull {LAMA}`")
-                return WEIGHT_FREE_INPAINT[method](), notice
-            model = LAMA
+                why = default_weight_free()[1]
+                notice = (f"LaMa weights are not in the cache ({model_path(get_entry(LAMA), model_dir)}): used the "
+                          f"weight-free {model} method{why}; for LaMa run `tessera models pull {LAMA}`")
+                return WEIGHT_FREE_INPAINT[model](), notice
         from ..models.loader import load_model
 
         network = load_model(model, model_dir=model_dir)
@@ -101,6 +100,13 @@ def resolve_inpaint_model(model: Any, model_dir: str | None = None) -> tuple[Mod
     if network.task != "inpaint":
         raise OptionError(f"model {network.name} is a {network.task} model, not an inpainting one")
     return network, notice
+
+
+def auto_inpaint_choice(model_dir: str | None = None) -> str:
+    """What ``model="auto"`` runs now: LaMa when its weights are cached, else the default weight-free method."""
+    from ..models.catalog import get_entry, model_path
+
+    return LAMA if model_path(get_entry(LAMA), model_dir).is_file() else default_weight_free()[0]
 
 
 def default_weight_free() -> tuple[str, str]:

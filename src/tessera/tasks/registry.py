@@ -148,10 +148,9 @@ class InpaintTask(Task):
     def automatic_choices(self, options: dict[str, Any], model_dir: str | None, device_type: str) -> dict[str, str]:
         if str(options.get("model") or "auto").strip().lower() != "auto":
             return {}
-        from ..models.catalog import get_entry, model_path
-        from .inpaint import LAMA, default_weight_free
+        from .inpaint import auto_inpaint_choice
 
-        return {"model": LAMA if model_path(get_entry(LAMA), model_dir).is_file() else default_weight_free()[0]}
+        return {"model": auto_inpaint_choice(model_dir)}
 
     def load_models(self, options: dict[str, Any], model_dir: str | None) -> tuple[dict[str, Any], str | None]:
         from .inpaint import resolve_inpaint_model
@@ -193,13 +192,10 @@ class EnhanceTask(Task):
 
     def automatic_choices(self, options: dict[str, Any], model_dir: str | None, device_type: str) -> dict[str, str]:
         from ..faces.backends import available_detector
-        from ..models.catalog import get_entry, model_path
+        from ..faces.paste import parse_mask_choice
 
-        choices = {"detector": available_detector(options.get("detector") or "auto")}
-        if (options.get("parse_mask") or "auto") == "auto":
-            parser = model_path(get_entry("facexlib-parsenet"), model_dir)
-            choices["parse_mask"] = "parsenet" if parser.is_file() else "box"
-        return choices
+        return {"detector": available_detector(options.get("detector") or "auto"),
+                "parse_mask": parse_mask_choice(options.get("parse_mask") or "auto", model_dir)}
 
     def run(self, image: Any, *, mask: Any = None, progress: ProgressCallback | None = None,
             cancel: threading.Event | None = None, model_dir: str | None = None, **options: Any) -> Result:
